@@ -1,0 +1,1 @@
+"""selfemo.operator"""

@@ -1,0 +1,5 @@
+import sys
+
+from selfemo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model fixtures: see models helper."""

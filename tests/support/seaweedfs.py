@@ -1,0 +1,1 @@
+"""SeaweedFS fixture: see store helper."""

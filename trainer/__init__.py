@@ -1,0 +1,1 @@
+"""selfemo.trainer"""
