@@ -1,1 +1,0 @@
-"""selfemo.operator"""
