@@ -1,0 +1,58 @@
+"""Metrics: equal to scikit-learn's on random cases, and the report's parts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import accuracy_score, confusion_matrix as sk_confusion, f1_score
+
+from selfemo.metrics import NO_LABEL, accuracy, classification_report, confusion_matrix, weighted_f1
+
+
+@st.composite
+def gold_pred(draw):
+    k = draw(st.integers(2, 9))
+    n = draw(st.integers(1, 200))
+    gold = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
+    pred = draw(st.lists(st.integers(NO_LABEL, k - 1), min_size=n, max_size=n))
+    return k, gold, pred
+
+
+@settings(max_examples=300)
+@given(gold_pred())
+def test_weighted_f1_equals_sklearn(case):
+    k, gold, pred = case
+    ours = weighted_f1(gold, pred, k)
+    theirs = f1_score(gold, pred, labels=list(range(k)), average="weighted", zero_division=0)
+    assert ours == pytest.approx(theirs, abs=1e-9)
+    assert accuracy(gold, pred) == pytest.approx(accuracy_score(gold, pred))
+
+
+@given(gold_pred())
+def test_confusion_matrix_equals_sklearn(case):
+    k, gold, pred = case
+    ours = confusion_matrix(gold, pred, k)
+    theirs = sk_confusion(gold, pred, labels=list(range(k)) + [NO_LABEL])
+    assert (ours == theirs[:k]).all()
+
+
+def test_report_parts():
+    rep = classification_report([0, 0, 1, 1, 2], [0, 1, 1, 1, NO_LABEL], ["joy", "anger", "fear"])
+    assert rep.n == 5 and rep.unparseable == 1
+    assert rep.accuracy == pytest.approx(0.6)
+    assert rep.per_class["joy"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert rep.per_class["fear"]["f1"] == 0.0
+    assert rep.weighted_f1 == pytest.approx((2 * 2 / 3 + 2 * 0.8) / 5)
+    assert rep.confusion == [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1]]
+    assert rep.to_dict()["labels"] == ["joy", "anger", "fear"]
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="length"):
+        weighted_f1([0, 1], [0], 2)
+    with pytest.raises(ValueError, match="gold"):
+        weighted_f1([0, 5], [0, 1], 2)
+    with pytest.raises(ValueError, match="predictions"):
+        weighted_f1([0, 1], [0, 7], 2)
+    assert weighted_f1([], [], 3) == 0.0 and accuracy([], []) == 0.0

@@ -1,0 +1,193 @@
+"""The run spec: defaults, examples, the invalid-manifest corpus, the CRD."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from selfemo.cli import main
+from selfemo.crd import crd, crd_yaml, openapi_schema
+from selfemo.runfile import RunFileError, check_manifest, load_run, load_runs
+from selfemo.spec import SelfEmoRunSpec
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+INVALID = sorted((REPO / "tests" / "manifests" / "invalid").glob("*.yaml"))
+
+
+def crd_validate(doc) -> None:
+    """Validate like the API server: the CRD schema is OpenAPI 3.0, i.e. JSON
+    Schema draft 4 semantics (boolean exclusiveMinimum)."""
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft4Validator(schema).validate(doc)
+
+
+def _expected_path(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: <field path>'"
+    return first.removeprefix("# expect: ").strip()
+
+
+def test_only_model_base_is_required():
+    spec = SelfEmoRunSpec.model_validate({"model": {"base": "Qwen/Qwen3-8B"}})
+    assert spec.self_play.group_size == 8
+    assert spec.rewards.smoothing == 0.1
+    assert spec.flywheel.early_stop.patience == 2
+    assert spec.training.algorithm == "self-grpo"
+    assert spec.storage.credentials_secret == ""
+    with pytest.raises(ValueError, match="model"):
+        SelfEmoRunSpec.model_validate({})
+
+
+def test_every_field_has_a_description():
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                if "description" not in prop:
+                    missing.append(f"{path}.{name}")
+                walk(prop, f"{path}.{name}")
+            if "items" in node:
+                walk(node["items"], f"{path}[]")
+            if isinstance(node.get("additionalProperties"), dict):
+                walk(node["additionalProperties"], f"{path}{{}}")
+
+    walk(openapi_schema(SelfEmoRunSpec), "spec")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(path):
+    run = load_run(path)
+    assert run.metadata.name
+    # and valid against the CRD schema the API server will enforce
+    crd_validate(yaml.safe_load(path.read_text()))
+
+
+def test_examples_cover_the_cluster_and_the_laptop():
+    names = {p.name for p in EXAMPLES}
+    assert {"run.yaml", "quickstart.yaml"} <= names
+    assert load_run(REPO / "examples" / "run.yaml").spec.model.base == "Qwen/Qwen3-8B"
+    quick = load_run(REPO / "examples" / "quickstart.yaml").spec
+    assert quick.model.base == "smollm2-135m-instruct"
+    assert quick.resources.generator.gpus == 0 and quick.storage.uri.startswith("file://")
+
+
+def test_invalid_corpus_is_large_enough():
+    assert len(INVALID) >= 30
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_manifest_names_the_field(path):
+    expected = _expected_path(path)
+    with pytest.raises(RunFileError) as info:
+        load_runs(path)
+    paths = [p.path for p in info.value.problems]
+    assert expected in paths, f"expected a problem at {expected}, got {[str(p) for p in info.value.problems]}"
+    assert expected in str(info.value)
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path):
+    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    doc["spec"]["selfPlay"]["groupSize"] = 0
+    doc["spec"]["rewards"] = {"smoothing": -1}
+    doc["spec"]["bogus"] = 1
+    run, problems = check_manifest(doc)
+    assert run is None
+    assert {"spec.selfPlay.groupSize", "spec.rewards.smoothing", "spec.bogus"} <= {p.path for p in problems}
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: selfemo.dev/v1alpha1\nkind: SelfEmoRun\nspec: {model: [\n")
+    with pytest.raises(RunFileError, match=r"bad\.yaml:\d+:\d+"):
+        load_runs(bad)
+
+
+def test_multi_document_file(tmp_path):
+    text = (REPO / "examples" / "quickstart.yaml").read_text()
+    f = tmp_path / "two.yaml"
+    f.write_text(text + "\n---\n" + text.replace("name: quickstart", "name: quickstart-b"))
+    assert [r.metadata.name for r in load_runs(f)] == ["quickstart", "quickstart-b"]
+
+
+def test_validate_cli(capsys):
+    assert main(["validate", *map(str, EXAMPLES)]) == 0
+    assert capsys.readouterr().out.count("ok: ") == len(EXAMPLES)
+    bad = REPO / "tests" / "manifests" / "invalid" / "keep-more-than-group.yaml"
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.flywheel.keepPerPrompt" in err and "Traceback" not in err
+
+
+def test_validate_cli_show_defaults(capsys):
+    assert main(["validate", "--show-defaults", str(REPO / "examples" / "quickstart.yaml")]) == 0
+    out = capsys.readouterr().out
+    spec = json.loads(out[: out.rindex("}") + 1])["spec"]
+    assert spec["rewards"]["weights"] == {"alignment": 1.0, "consistency": 0.5, "format": 0.2}
+
+
+# ----------------------------------------------------------------------------- CRD
+
+
+def _walk(node, path="$"):
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def test_crd_schema_is_structural():
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node, path
+        assert "anyOf" not in node and "oneOf" not in node and "allOf" not in node, path
+        assert "const" not in node, path
+        if path.endswith(".properties"):
+            continue
+        if any(k in node for k in ("properties", "items", "enum", "minimum", "maxLength")):
+            assert "type" in node, f"untyped schema node at {path}"
+        if "properties" in node:
+            assert "additionalProperties" not in node, path
+        for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+            if bound in node:
+                assert isinstance(node[bound], bool), f"{path}: OpenAPI v3.0 wants boolean {bound}"
+
+
+def test_crd_rejects_what_pydantic_rejects_on_types():
+    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    doc["spec"]["selfPlay"]["temperature"] = 0
+    with pytest.raises(jsonschema.ValidationError, match="minimum"):
+        crd_validate(doc)
+    doc["spec"]["selfPlay"]["temperature"] = 1.0
+    doc["spec"]["evaluation"]["decoding"] = "beam"
+    with pytest.raises(jsonschema.ValidationError, match="beam"):
+        crd_validate(doc)
+
+
+def test_crd_printer_columns_and_status():
+    version = crd()["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Round", "Best W-F1", "Age"]
+    assert version["subresources"] == {"status": {}}
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert "Succeeded" in status["properties"]["phase"]["enum"]
+
+
+def test_crd_cli_matches_module(capsys):
+    assert main(["crd"]) == 0
+    assert capsys.readouterr().out == crd_yaml()
+    assert main(["crd", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == crd()
+
+
+def test_crd_is_accepted_by_kubernetes_validate(tmp_path):
+    import kubernetes_validate
+
+    kubernetes_validate.validate(crd(), "1.33", strict=True)
