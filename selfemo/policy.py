@@ -2,17 +2,9 @@
 the committed checkpoint of round r-1 afterwards (DESIGN.md, "The round")."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from selfemo.models import cache_root as cache_dir
 from selfemo.spec import SelfEmoRun
 from selfemo.store import RunLayout
-
-
-def cache_dir() -> Path:
-    """Local cache for downloaded corpora and checkpoints (``SELFEMO_CACHE_DIR``, else XDG)."""
-    base = os.environ.get("SELFEMO_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selfemo")
-    return Path(base)
 
 
 def run_layout(run: SelfEmoRun) -> RunLayout:

@@ -34,3 +34,12 @@ def test_console_script_help():
     assert out.returncode == 0, out.stderr
     for command in ("validate", "crd", "data", "models", "selfcheck"):
         assert command in out.stdout
+
+
+def test_component_packages_import():
+    import selfemo.generator
+    import selfemo.operator.labels as labels
+    import selfemo.trainer
+
+    assert labels.child_labels("r", 2, "trainer")["selfemo.dev/round"] == "2"
+    assert selfemo.generator.__name__ == "selfemo.generator" and selfemo.trainer.__name__ == "selfemo.trainer"
