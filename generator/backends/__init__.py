@@ -30,6 +30,7 @@ def open_backend(name: str, model_path: str, engine, *, dtype: str, seed: int = 
             gpu_memory_utilization=engine.gpu_memory_utilization,
             tensor_parallel_size=engine.tensor_parallel_size,
             cpu_kv_cache_gib=engine.cpu_kv_cache_gib,
+            enforce_eager=engine.enforce_eager,
             seed=seed,
         )
     from selfemo.generator.backends.hf import TransformersBackend

@@ -49,6 +49,7 @@ class VllmBackend:
         gpu_memory_utilization: float = 0.9,
         tensor_parallel_size: int = 1,
         cpu_kv_cache_gib: int = 4,
+        enforce_eager: bool = False,
         seed: int = 0,
     ):
         if on_cpu():
@@ -62,6 +63,7 @@ class VllmBackend:
             seed=seed,
             enable_prefix_caching=True,
             tensor_parallel_size=tensor_parallel_size,
+            enforce_eager=enforce_eager,
         )
         if not on_cpu():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
