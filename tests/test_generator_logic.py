@@ -220,3 +220,30 @@ def test_parse_shard():
     for bad in ("4/4", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+
+
+def test_rollout_exports_metrics_and_health(quick_run):
+    import urllib.request
+
+    from selfemo.generator import rollout
+    from selfemo.telemetry import GeneratorMetrics, MetricsServer
+
+    metrics = GeneratorMetrics()
+    server = MetricsServer(metrics.registry, 0, host="127.0.0.1")
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        try:
+            urllib.request.urlopen(base + "/healthz")
+            raise AssertionError("not healthy before start")
+        except urllib.error.HTTPError as err:
+            assert err.code == 503
+        server.healthy.set()
+        assert urllib.request.urlopen(base + "/healthz").read() == b"ok\n"
+        summary = rollout.rollout_shard(quick_run, 1, 0, 1, chunk_size=8, backend=ScriptedBackend(), metrics=metrics)
+        text = urllib.request.urlopen(base + "/metrics").read().decode()
+    finally:
+        server.close()
+    prompts_done = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("selfemo_generator_prompts_total{"))
+    assert prompts_done == summary["groups"]
+    assert f"selfemo_generator_reward_count {float(summary['candidates'])}" in text
+    assert f"selfemo_generator_kept_ratio {summary['kept_ratio']}" in text

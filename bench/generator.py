@@ -1,0 +1,125 @@
+"""Generation throughput: raw vLLM vs our vLLM pipeline vs our transformers pipeline.
+
+    .venv/bin/python bench/generator.py [--prompts 256] [--group 8] [--hf-prompts 256]
+
+The same MELD-train recognition prompts (rendered with the model's chat
+template), G samples each, the built-in SmolLM2-135M-Instruct, float32, on
+this machine, in one process and one run:
+
+  (a) raw `vllm.LLM.generate` on the rendered prompts (the peer);
+  (b) our pipeline on the vLLM backend: prompt building, chat rendering,
+      `VllmBackend.generate`, parsing every answer, and the rewards;
+  (c) the same pipeline on the transformers backend.
+
+Prints prompts/s and generated tokens/s for each and the ratios the issue
+sets goals for: (b)/(a) >= 0.85 (our overhead <= 15%) and (b)/(c) >= 3.
+(a) and (b) share one engine (same weights, same KV cache), warmed up first.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import time
+
+
+def _prompts(n: int, context_turns: int):
+    from selfemo.data import get_vocab, load_dialogues
+    from selfemo.generator import prompts
+    from selfemo.generator.selfplay import plan_seeds
+
+    erc = os.environ.get("SELFEMO_ERC_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "erc"))
+    dialogues = {"meld": list(load_dialogues("meld", os.path.join(erc, "meld"), splits=["train"]))}
+    by_id = {d.id: d for d in dialogues["meld"]}
+    vocab = get_vocab("meld")
+    seeds = plan_seeds(dialogues, ["recognition"], n, seed=0)
+    out = []
+    for s in seeds:
+        d = by_id[s.dialogue_id]
+        turns = [prompts.Turn(u.speaker, u.text) for u in d.utterances[: s.turn + 1]]
+        out.append((prompts.recognition(turns, vocab, context_turns), d.utterances[s.turn].labels))
+    return out, vocab
+
+
+def _pipeline(backend, items, vocab, params):
+    """What the generator does per recognition chunk: generate, parse, score."""
+    from selfemo.generator.parsing import parse_labels
+    from selfemo.generator.selfplay import score_candidates
+    from selfemo.rewards import RewardWeights
+
+    groups = backend.generate([m for m, _ in items], params)
+    tokens = 0
+    for (m, gold), g in zip(items, groups):
+        parsed = [parse_labels(c.text, vocab) for c in g.completions]
+        score_candidates(parsed, gold, vocab, RewardWeights(), 0.1)
+        tokens += sum(len(c.token_ids) for c in g.completions)
+    return tokens
+
+
+def _row(name, n, tokens, seconds):
+    print(f"{name:<40}{n:>8}{seconds:>10.1f}{n / seconds:>11.2f}{tokens / seconds:>11.1f}")
+    return n / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--hf-prompts", type=int, default=256, help="prompts for (c); fewer keeps the run short (rates are per prompt)")
+    ap.add_argument("--hf-batch", type=int, default=32, help="sequences per transformers generate() call")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    args = ap.parse_args()
+
+    import torch
+
+    from selfemo.generator.backends.base import SamplingParams, render_prompt
+    from selfemo.generator.backends.hf import TransformersBackend
+    from selfemo.generator.backends.vllm_backend import VllmBackend
+    from selfemo.models import resolve_model
+
+    path = resolve_model(args.model)
+    items, vocab = _prompts(args.prompts, context_turns=8)
+    params = SamplingParams(n=args.group, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"model: {args.model} (float32), prompts: {len(items)} MELD-train recognition, G={args.group}, max_tokens={args.max_tokens}")
+    print(f"{'engine':<40}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}")
+
+    backend = VllmBackend(path, dtype="float32", max_model_len=2048, cpu_kv_cache_gib=4, seed=0)
+    try:
+        from vllm import SamplingParams as VParams
+
+        texts = [render_prompt(backend.tokenizer, m) for m, _ in items]
+        vparams = VParams(n=args.group, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0, logprobs=0)
+        backend.llm.generate(texts[:8], vparams, use_tqdm=False)  # warm-up: compile, allocate
+        # no prefix-cache advantage for either side: different seeds' prompts are the same text,
+        # so reset between runs
+        backend.llm.reset_prefix_cache()
+        t0 = time.perf_counter()
+        outs = backend.llm.generate(texts, vparams, use_tqdm=False)
+        ta = time.perf_counter() - t0
+        tok_a = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        a = _row("(a) raw vllm.LLM.generate", len(items), tok_a, ta)
+        backend.llm.reset_prefix_cache()
+        t0 = time.perf_counter()
+        tok_b = _pipeline(backend, items, vocab, params)
+        tb = time.perf_counter() - t0
+        b = _row("(b) selfemo pipeline, vLLM backend", len(items), tok_b, tb)
+    finally:
+        backend.close()
+
+    hf = TransformersBackend(path, dtype="float32", batch_size=args.hf_batch)
+    hf_items = items[: args.hf_prompts]
+    _pipeline(hf, hf_items[:2], vocab, params)  # warm-up
+    t0 = time.perf_counter()
+    tok_c = _pipeline(hf, hf_items, vocab, params)
+    tc = time.perf_counter() - t0
+    c = _row("(c) selfemo pipeline, transformers", len(hf_items), tok_c, tc)
+
+    print(f"ratio (b)/(a) = {b / a:.2f}  (goal >= 0.85: {'met' if b / a >= 0.85 else 'NOT met'})")
+    print(f"ratio (b)/(c) = {b / c:.2f}  (goal >= 3: {'met' if b / c >= 3 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
