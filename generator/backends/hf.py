@@ -1,7 +1,9 @@
-"""The transformers backend: batched `generate` with left padding and KV cache.
+"""The transformers backend: batched decoding with left padding and a KV cache.
 
 It runs anywhere torch runs and is the reference the vLLM backend is checked
-against. Sampling is seeded per call so a shard is reproducible.
+against (greedy tokens and label scores agree, see the engine tests).
+Sampling is seeded per call so a shard is reproducible. Each prompt is
+prefilled once and its cache shared by the group's n samples.
 """
 from __future__ import annotations
 
@@ -41,55 +43,71 @@ class TransformersBackend:
     # ------------------------------------------------------------------ generate
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[Group]:
-        import torch
-
         out: list[Group] = []
         texts = [render_prompt(self.tokenizer, m) for m in prompts]
-        # keep the number of sequences per generate() call near batch_size
+        # keep the number of sequences decoded together near batch_size
         step = max(1, self.batch_size // params.n)
         self.throughput.start()
         generated = 0
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
-            if params.seed is not None:
-                torch.manual_seed(params.seed + start)
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            greedy = params.temperature == 0
-            with torch.inference_mode():
-                res = self.model.generate(
-                    **enc,
-                    do_sample=not greedy,
-                    temperature=None if greedy else params.temperature,
-                    top_p=None if greedy else params.top_p,
-                    top_k=None if greedy else 0,
-                    max_new_tokens=params.max_tokens,
-                    num_return_sequences=params.n,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    stop_strings=list(params.stop) or None,
-                    tokenizer=self.tokenizer if params.stop else None,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-                logp = self.model.compute_transition_scores(res.sequences, res.scores, normalize_logits=True)
-            new = res.sequences[:, enc["input_ids"].shape[1] :]
-            eos = self.tokenizer.eos_token_id
+            seed = None if params.seed is None else params.seed + start
+            ids, logps = self._sample(enc, params, seed)
             for i, prompt in enumerate(chunk):
                 comps = []
                 for j in range(params.n):
-                    row = i * params.n + j
-                    ids = new[row].tolist()
-                    n_tok = _length(ids, eos, self.tokenizer.pad_token_id)
-                    comps.append(
-                        Completion(
-                            text=self.tokenizer.decode(ids[:n_tok], skip_special_tokens=True),
-                            token_ids=tuple(ids[:n_tok]),
-                            logprobs=tuple(float(x) for x in logp[row, :n_tok]),
-                        )
-                    )
+                    row = ids[i * params.n + j]
+                    n_tok = _length(row, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                    text = _cut_at_stop(self.tokenizer.decode(row[:n_tok], skip_special_tokens=True), params.stop)
+                    comps.append(Completion(text=text, token_ids=tuple(row[:n_tok]), logprobs=tuple(logps[i * params.n + j][:n_tok])))
                     generated += n_tok
                 out.append(Group(prompt=prompt, prompt_tokens=int(enc["attention_mask"][i].sum()), completions=tuple(comps)))
         self.throughput.stop(len(texts), generated)
         return out
+
+    def _sample(self, enc, params: SamplingParams, seed: int | None) -> tuple[list[list[int]], list[list[float]]]:
+        """Decode ``params.n`` samples per prompt, prefilling each prompt once.
+
+        `generate(num_return_sequences=n)` copies every prompt n times before
+        the prefill; on a CPU the prefill of a ~300-token prompt dominates a
+        label answer, so we prefill once, repeat the KV cache n times and
+        sample token by token. Returned log-probs are the model's raw
+        (temperature 1) log-probs of the sampled tokens, as vLLM reports them.
+        """
+        import torch
+
+        n, greedy = params.n, params.temperature == 0
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        mask = enc["attention_mask"]
+        with torch.inference_mode():
+            first = self.model(input_ids=enc["input_ids"], attention_mask=mask,
+                               position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+            cache = first.past_key_values
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+            logits = first.logits[:, -1, :].float().repeat_interleave(n, 0)  # (B*n, V)
+            mask = mask.repeat_interleave(n, 0)
+            pos = mask.sum(1)  # next position of each row, (B*n,)
+            done = torch.zeros(mask.shape[0], dtype=torch.bool)
+            toks, lps = [], []
+            for _ in range(params.max_tokens):
+                raw = torch.log_softmax(logits, dim=-1)
+                tok = logits.argmax(-1) if greedy else _sample_top_p(logits / params.temperature, params.top_p, gen)
+                tok = torch.where(done, torch.full_like(tok, self.tokenizer.pad_token_id), tok)
+                toks.append(tok)
+                lps.append(raw.gather(1, tok[:, None]).squeeze(1))
+                done |= tok == self.tokenizer.eos_token_id
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                nxt = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None],
+                                 past_key_values=cache, use_cache=True)
+                pos = pos + 1
+                logits = nxt.logits[:, -1, :].float()
+        ids = torch.stack(toks, 1).tolist()
+        logps = torch.stack(lps, 1).tolist()
+        return ids, logps
 
     # ------------------------------------------------------------------ score
 
@@ -137,6 +155,25 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+def _sample_top_p(logits, top_p: float, gen):
+    """One token per row from softmax(logits) restricted to the top-p mass."""
+    import torch
+
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Text up to the first stop string (the stop string itself excluded)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
 
 
 def _length(ids: list[int], eos: int | None, pad: int | None) -> int:
