@@ -379,9 +379,10 @@ class ImagesSpec(SpecModel):
 
 class StorageSpec(SpecModel):
     uri: str = Field(
-        "file://./selfemo-runs",
+        "selfemo-runs",
         min_length=1,
-        description="Artefact store root: `s3://bucket/prefix` on a cluster, `file://` or a path on one machine. "
+        description="Artefact store root: `s3://bucket/prefix` on a cluster; on one machine a directory (a path, "
+        "relative to the current directory, or `file:///absolute/path`). "
         "Runs live under `{uri}/{namespace}/{run}/`.",
     )
     endpoint: str = Field("", description="S3 endpoint URL for S3-compatible stores (MinIO, SeaweedFS); empty uses AWS.")
@@ -398,6 +399,8 @@ class StorageSpec(SpecModel):
         parts = _check_uri(v, allowed=("", "file", "s3"))
         if parts.scheme == "s3" and not parts.netloc:
             raise ValueError("an s3:// URI needs a bucket: s3://bucket/prefix")
+        if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+            raise ValueError("file URIs must be file:///absolute/path; write a relative directory as a plain path")
         return v
 
     @field_validator("endpoint")
