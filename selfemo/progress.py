@@ -24,6 +24,7 @@ class Progress:
         self.every = every
         self.done = self.start_done = initial
         self.t0 = self.last = time.monotonic()
+        self._shown = -1  # `done` at the last plain line, so the closing line is not repeated
 
     def __enter__(self) -> "Progress":
         self._emit(force=True)
@@ -54,7 +55,7 @@ class Progress:
             filled = int(width * self.done / self.total) if self.total else width
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.line()}\x1b[K")
             self.stream.flush()
-        elif force or now - self.last >= self.every:
+        elif (force and self.done != self._shown) or now - self.last >= self.every:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
-            self.last = now
+            self.last, self._shown = now, self.done

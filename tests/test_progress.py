@@ -36,3 +36,10 @@ def test_resumed_work_counts_from_where_it_was():
     with Progress("shard", total=8, stream=out, initial=6) as p:
         p.update(2)
     assert "8/8" in out.getvalue().splitlines()[-1]
+
+
+def test_closing_line_is_not_repeated():
+    out = io.StringIO()
+    with Progress("eval", total=2, stream=out, every=0) as p:
+        p.update(2)
+    assert [line for line in out.getvalue().splitlines() if line.startswith("eval: 2/2")] == [out.getvalue().splitlines()[-1]]
