@@ -55,7 +55,7 @@ class Progress:
             filled = int(width * self.done / self.total) if self.total else width
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.line()}\x1b[K")
             self.stream.flush()
-        elif (force and self.done != self._shown) or now - self.last >= self.every:
+        elif (self.done != self._shown) if force else (now - self.last >= self.every):
             self.stream.write(self.line() + "\n")
             self.stream.flush()
             self.last, self._shown = now, self.done
