@@ -43,7 +43,7 @@ class Condition(_StatusModel):
 class RoundStatus(_StatusModel):
     """What one flywheel round did."""
 
-    round: int = Field(description="Round number, from 1.")
+    round: int = Field(description="Round number, from 1; round 0 holds the base model's baseline evaluation.")
     phase: str = Field("", description="Last phase this round reached.")
     started_at: str = Field("", description="RFC 3339 start time.")
     finished_at: str = Field("", description="RFC 3339 end time.")
@@ -65,5 +65,11 @@ class RunStatus(_StatusModel):
     message: str = Field("", description="Human-readable summary of the current state.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     rounds: list[RoundStatus] = Field(default_factory=list, description="Per-round history.")
-    retries: dict[str, int] = Field(default_factory=dict, description="Retries spent per child name.")
+    retries: dict[str, int] = Field(
+        default_factory=dict, description="Failures counted per child name; a child is recreated while this is at most maxRetries."
+    )
+    retry_after: dict[str, str] = Field(
+        default_factory=dict, description="RFC 3339 time before which a failed child is not recreated (exponential back-off)."
+    )
+    phase_started_at: str = Field("", description="RFC 3339 time the current phase began (for per-phase durations).")
     observed_generation: int = Field(0, description="The spec generation last acted on.")
