@@ -12,6 +12,8 @@ from selfemo.spec import API_GROUP
 APP_NAME = "selfemo"
 LABEL_RUN = f"{API_GROUP}/run"
 LABEL_ROUND = f"{API_GROUP}/round"
+LABEL_SHARD = f"{API_GROUP}/shard"
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 FINALIZER = f"{API_GROUP}/finalizer"
 PROGRESS_PREFIX = API_GROUP
