@@ -150,9 +150,14 @@ def rounds_without_gain(means: list[float], min_delta: float) -> int:
 
 
 def mean_weighted_f1(metrics: dict) -> float | None:
-    """`mean.weighted_f1` of an eval `metrics.json` (None when absent)."""
+    """`mean.weighted_f1` of an eval `metrics.json`; the plain mean over
+    datasets if an older file lacks it; None when there is no score at all
+    (the run then waits instead of judging a round without its score)."""
     value = (metrics.get("mean") or {}).get("weighted_f1")
-    return float(value) if value is not None else None
+    if value is not None:
+        return float(value)
+    scores = [float(d["weighted_f1"]) for d in (metrics.get("datasets") or {}).values() if "weighted_f1" in d]
+    return sum(scores) / len(scores) if scores else None
 
 
 def eval_scores(metrics: dict) -> dict[str, float]:
@@ -326,7 +331,6 @@ class _Step:
             self.st.phase = Phase.pending  # transient: start() below emits the transition
             self.st.phase_started_at = ""
             self.start(self.step_of(r + 1))
-            # `enter` compared against Pending, so the event says Generating.
 
     def checkpoint_uri(self, r: int) -> str:
         try:

@@ -496,3 +496,10 @@ def test_aggregate_summaries_weights_mean_reward_by_candidates():
     )
     assert agg == {"groups": 3, "candidates": 24, "kept": 4, "mean_reward": pytest.approx(0.8)}
     assert aggregate_summaries([])["mean_reward"] is None
+
+
+def test_mean_falls_back_to_the_dataset_average():
+    obs = observed(committed={eval_prefix(0)}, eval_metrics={0: {"datasets": {"a": {"weighted_f1": 40.0}, "b": {"weighted_f1": 50.0}}}})
+    d = reconcile(make_run(), obs, status(Phase.evaluating, 0), T0)
+    assert d.status.phase == Phase.generating
+    assert d.status.rounds[0].eval == {"a": 40.0, "b": 50.0, "mean": 45.0}
