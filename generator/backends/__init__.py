@@ -19,7 +19,10 @@ def resolve_backend_name(name: str) -> str:
 
 def open_backend(name: str, model_path: str, engine, *, dtype: str, seed: int = 0) -> Backend:
     """Build the engine named by the spec's ``engine`` section for ``model_path``."""
+    from selfemo.devices import compute_dtype
+
     resolved = resolve_backend_name(name)
+    dtype = compute_dtype(dtype)
     if resolved == "vllm":
         from selfemo.generator.backends.vllm_backend import VllmBackend
 
