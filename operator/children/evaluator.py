@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from selfemo.spec import SelfEmoRun
 
+from ..commands import component_args
 from ..round import ChildIntent
 from .common import BuilderSettings, config_path, container, metadata, pod_spec, pod_template
 
@@ -15,7 +16,7 @@ COMPONENT = "evaluator"
 
 
 def evaluator_command(intent: ChildIntent) -> list[str]:
-    return ["python", "-m", "selfemo.generator", "evaluate", "--run-config", config_path(), "--round", str(intent.round)]
+    return ["python", *component_args(intent, config_path())]
 
 
 def build_evaluator(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSettings) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from selfemo.spec import SelfEmoRun
 
+from ..commands import component_args
 from ..round import ChildIntent
 from .common import BuilderSettings, config_path, container, metadata, pod_spec, pod_template, selector
 
@@ -18,13 +19,7 @@ COMPONENT = "generator"
 
 
 def generator_command(intent: ChildIntent, settings: BuilderSettings) -> list[str]:
-    return [
-        "python", "-m", "selfemo.generator", "rollout",
-        "--run-config", config_path(),
-        "--round", str(intent.round),
-        "--shard", f"{intent.shard}/{intent.shards}",
-        "--metrics-port", str(settings.metrics_port),
-    ]
+    return ["python", *component_args(intent, config_path(), metrics_port=settings.metrics_port)]
 
 
 def build_generator(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSettings) -> dict:

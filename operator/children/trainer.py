@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from selfemo.spec import SelfEmoRun
 
+from ..commands import component_args
 from ..round import ChildIntent
 from .common import BuilderSettings, config_path, container, metadata, pod_spec, pod_template, selector
 
@@ -30,7 +31,7 @@ def service_name(intent: ChildIntent) -> str:
 
 def trainer_command(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSettings) -> list[str]:
     res = run.spec.resources.trainer
-    tail = ["-m", "selfemo.trainer", "--run-config", config_path(), "--round", str(intent.round)]
+    tail = component_args(intent, config_path())
     if res.nodes == 1 and res.gpus_per_node <= 1:
         return ["python", *tail]
     if res.nodes == 1:
