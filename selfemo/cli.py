@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "selfemo.spec_cli",
     "selfemo.models",
     "selfemo.selfcheck",
+    "selfemo.run_cli",
 )
 
 

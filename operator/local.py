@@ -1,0 +1,216 @@
+"""`selfemo run RUN.yaml`: the flywheel on one machine.
+
+The local executor is the kopf operator's twin: it observes (its own child
+processes and the store's `_SUCCESS` markers), calls the same pure
+`reconcile`, and applies the decision, except that a child is a subprocess
+running the very command a pod would run (`operator/commands.py`). The status
+is kept in the store beside the run (`status.json`), so `selfemo run` on the
+same file after a crash, a Ctrl-C or a reboot picks up where it stopped:
+finished steps are skipped by their markers, a half-generated shard resumes
+from its last committed chunk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from selfemo.operator.commands import component_args
+from selfemo.operator.observed import ChildState, Observed
+from selfemo.operator.round import ChildIntent, Decision, reconcile
+from selfemo.operator.store_observer import read_store_state
+from selfemo.status import Phase, RunStatus
+
+log = logging.getLogger(__name__)
+STATUS_KEY = "status.json"
+EXIT_CODES = {Phase.succeeded: 0, Phase.failed: 1, Phase.suspended: 3}
+
+
+@dataclass
+class LocalChild:
+    """A running (or finished, not yet collected) child process."""
+
+    intent: ChildIntent
+    proc: subprocess.Popen
+    log_path: Path
+    started: float
+
+    def state(self) -> ChildState:
+        rc = self.proc.poll()
+        if rc is None:
+            state, message = "Running", ""
+        elif rc == 0:
+            state, message = "Succeeded", ""
+        else:
+            state, message = "Failed", f"exit code {rc}: {last_lines(self.log_path)}"
+        return ChildState(name=self.intent.name, kind=self.intent.kind, round=self.intent.round,
+                          shard=self.intent.shard, state=state, message=message)
+
+
+def last_lines(path: Path, n: int = 3, width: int = 400) -> str:
+    """The last non-empty lines of a log, joined (what a user needs to see first)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 64 * 1024))
+            lines = deque((ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()), n)
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines)[-width:]
+
+
+class LocalExecutor:
+    """Drive one run to a terminal phase with local subprocesses.
+
+    ``max_parallel`` bounds the children alive at once: on a laptop the
+    shards of a round take turns instead of fighting for the same cores.
+    """
+
+    def __init__(self, run, config_path: str | os.PathLike[str], *, logs_dir: str | os.PathLike[str] | None = None,
+                 max_parallel: int = 1, python: str = sys.executable, poll_seconds: float = 1.0,
+                 heartbeat_seconds: float = 30.0, echo: Callable[[str], None] | None = None,
+                 env: dict[str, str] | None = None):
+        from selfemo.policy import open_run_store, run_layout
+
+        self.run = run
+        self.config_path = str(Path(config_path).resolve())
+        self.store = open_run_store(run)
+        self.layout = run_layout(run)
+        self.logs_dir = Path(logs_dir) if logs_dir else default_logs_dir(run, self.layout.uri)
+        self.max_parallel = max(1, max_parallel)
+        self.python = python
+        self.poll_seconds = poll_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.env = env
+        self.children: dict[str, LocalChild] = {}
+        self.status = self.load_status()
+        self._last_beat = 0.0
+
+    # ------------------------------------------------------------------ state
+
+    def load_status(self) -> RunStatus:
+        """The status saved by an earlier `selfemo run` of this run, or a fresh one."""
+        if not self.store.exists(STATUS_KEY):
+            return RunStatus()
+        try:
+            return RunStatus.model_validate(json.loads(self.store.get_bytes(STATUS_KEY)))
+        except Exception as exc:  # a damaged status loses nothing: the markers hold the progress
+            self.echo(f"warning: {self.layout.uri}/{STATUS_KEY} is unreadable ({exc}); rebuilding it from the store")
+            return RunStatus()
+
+    def save_status(self) -> None:
+        self.store.put_bytes(STATUS_KEY, self.status.model_dump_json(by_alias=True, indent=2).encode())
+
+    def observe(self) -> Observed:
+        state = read_store_state(self.store)
+        return Observed(children={name: c.state() for name, c in self.children.items()},
+                        committed=state.committed, eval_metrics=state.eval_metrics, flywheel=state.flywheel)
+
+    # ------------------------------------------------------------------ apply
+
+    def start(self, intent: ChildIntent) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{intent.name}.log"
+        argv = [self.python, *component_args(intent, self.config_path)]
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as fh:
+            fh.write(f"\n=== {datetime.now(timezone.utc).isoformat()} {' '.join(argv)}\n".encode())
+            fh.flush()
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        self.children[intent.name] = LocalChild(intent, proc, log_path, time.monotonic())
+        self.echo(f"started {intent.name} (log: {log_path})")
+
+    def stop(self, name: str) -> None:
+        child = self.children.pop(name, None)
+        if child is not None and child.proc.poll() is None:
+            terminate(child.proc)
+
+    def apply(self, decision: Decision) -> None:
+        for name in decision.delete:
+            self.stop(name)
+        running = sum(1 for c in self.children.values() if c.proc.poll() is None)
+        for intent in decision.create:
+            if intent.name in self.children:
+                continue  # started already; the state machine sees it next time
+            if running >= self.max_parallel:
+                break  # the rest are created again by the next reconcile
+            self.start(intent)
+            running += 1
+        for event in decision.events:
+            self.echo(f"[{event.type}] {event.reason}: {event.message}")
+        self.status = decision.status
+        self.save_status()
+
+    # ------------------------------------------------------------------ loop
+
+    def step(self) -> bool:
+        """One observe → reconcile → apply pass; True when the run is terminal or suspended."""
+        decision = reconcile(self.run, self.observe(), self.status, datetime.now(timezone.utc))
+        self.apply(decision)
+        self.heartbeat()
+        phase = self.status.phase
+        return phase.is_terminal() or (phase == Phase.suspended and not self.children)
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.heartbeat_seconds:
+            return
+        self._last_beat = now
+        alive = [c for c in self.children.values() if c.proc.poll() is None]
+        where = f"round {self.status.round} {self.status.phase.value}"
+        if not alive:
+            self.echo(where)
+        for c in alive:
+            self.echo(f"{where}: {c.intent.name} running {_mmss(now - c.started)} | {last_lines(c.log_path, 1, 160)}")
+
+    def run_to_end(self) -> RunStatus:
+        """Loop until the run ends; Ctrl-C stops the children and keeps what is committed."""
+        try:
+            while not self.step():
+                time.sleep(self.poll_seconds)
+        except KeyboardInterrupt:
+            self.echo("interrupted: stopping children; committed work is kept, run the same command to resume")
+            for name in list(self.children):
+                self.stop(name)
+            self.save_status()
+            raise
+        return self.status
+
+
+def terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the child's process group (vLLM and torchrun spawn workers), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def default_logs_dir(run, run_uri: str) -> Path:
+    """Beside the run in a local store; under ./selfemo-logs when the store is S3."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(run_uri)
+    if parts.scheme in ("", "file"):
+        return Path(parts.path) / "logs"
+    return Path("selfemo-logs") / run.metadata.namespace / run.metadata.name
+
+
+def _mmss(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60}m{s % 60:02d}s"

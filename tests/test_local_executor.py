@@ -1,0 +1,124 @@
+"""`selfemo run`'s executor: real subprocesses, the real state machine and a
+real file store; the children are stand-ins (tests/support/fake_child.py)
+that commit what the components commit, so a whole run takes seconds.
+The real components under `selfemo run` are tested in test_quickstart.py."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfemo.operator.local import LocalExecutor
+from selfemo.runfile import load_run
+from selfemo.status import Phase
+
+FAKE = Path(__file__).parent / "support" / "fake_child.py"
+
+
+def write_run(tmp_path: Path, **spec) -> Path:
+    doc = {
+        "apiVersion": "selfemo.dev/v1alpha1",
+        "kind": "SelfEmoRun",
+        "metadata": {"name": "exec-test"},
+        "spec": {
+            "model": {"base": "smollm2-135m-instruct"},
+            "flywheel": {"rounds": 2, "earlyStop": {"patience": 0}},
+            "resources": {"generator": {"shards": 2, "gpus": 0}},
+            "storage": {"uri": f"file://{tmp_path}/runs"},
+            **spec,
+        },
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def fake_python(tmp_path: Path) -> str:
+    """An 'interpreter' that runs the stand-in with the child's arguments."""
+    exe = tmp_path / "fake-python"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def executor(tmp_path, path, monkeypatch, lines, **env):
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return LocalExecutor(load_run(path), path, python=fake_python(tmp_path), poll_seconds=0.05,
+                         heartbeat_seconds=3600, echo=lines.append)
+
+
+def test_a_run_goes_through_every_round_and_succeeds(tmp_path, monkeypatch):
+    path, lines = write_run(tmp_path), []
+    status = executor(tmp_path, path, monkeypatch, lines).run_to_end()
+    assert status.phase == Phase.succeeded, status.message
+    assert [r.round for r in status.rounds] == [0, 1, 2]
+    assert status.best_round == 2 and status.best_weighted_f1 == pytest.approx(12.0)
+    assert status.rounds[1].samples_generated == 16 and status.rounds[1].samples_kept == 6
+    started = [ln.split()[1] for ln in lines if ln.startswith("started ")]
+    # baseline eval, then per round: two shards, training, evaluation; nothing twice
+    assert started == ["exec-test-r0-eval", "exec-test-r1-gen-0", "exec-test-r1-gen-1", "exec-test-r1-train",
+                       "exec-test-r1-eval", "exec-test-r2-gen-0", "exec-test-r2-gen-1", "exec-test-r2-train",
+                       "exec-test-r2-eval"]
+    saved = json.loads((tmp_path / "runs/default/exec-test/status.json").read_text())
+    assert saved["phase"] == "Succeeded" and saved["bestRound"] == 2
+    assert (tmp_path / "runs/default/exec-test/logs/exec-test-r1-train.log").read_text().count("fake trainer round 1") == 1
+
+
+def test_running_again_after_success_starts_nothing(tmp_path, monkeypatch):
+    path = write_run(tmp_path)
+    executor(tmp_path, path, monkeypatch, []).run_to_end()
+    again: list[str] = []
+    status = executor(tmp_path, path, monkeypatch, again).run_to_end()
+    assert status.phase == Phase.succeeded
+    assert not [ln for ln in again if ln.startswith("started ")]
+
+
+def test_an_interrupted_run_resumes_from_the_store(tmp_path, monkeypatch):
+    """Stop after round 1's training; a new executor (a new `selfemo run`)
+    skips everything committed and only runs what is left."""
+    path, lines = write_run(tmp_path), []
+    first = executor(tmp_path, path, monkeypatch, lines)
+    while not (tmp_path / "runs/default/exec-test/round-001/checkpoint/_SUCCESS").exists():
+        assert not first.step()
+        first_children = list(first.children.values())
+        for c in first_children:
+            c.proc.wait()
+    for name in list(first.children):
+        first.stop(name)
+    rest: list[str] = []
+    status = executor(tmp_path, path, monkeypatch, rest).run_to_end()
+    assert status.phase == Phase.succeeded
+    started = [ln.split()[1] for ln in rest if ln.startswith("started ")]
+    assert started[0] == "exec-test-r1-eval" and "exec-test-r1-train" not in started and "exec-test-r0-eval" not in started
+
+
+def test_a_failing_child_is_retried_after_backoff(tmp_path, monkeypatch):
+    path, lines = write_run(tmp_path, flywheel={"rounds": 1}), []
+    status = executor(tmp_path, path, monkeypatch, lines, FAKE_FAIL="trainer:1").run_to_end()
+    assert status.phase == Phase.succeeded, status.message
+    assert sum(ln.startswith("started exec-test-r1-train") for ln in lines) == 2
+    assert status.retries.get("exec-test-r1-train") == 1
+
+
+def test_a_child_failing_past_max_retries_fails_the_run_with_its_error(tmp_path, monkeypatch):
+    path, lines = write_run(tmp_path, flywheel={"rounds": 1}, maxRetries=0), []
+    status = executor(tmp_path, path, monkeypatch, lines, FAKE_FAIL="generator:9").run_to_end()
+    assert status.phase == Phase.failed
+    assert "exec-test-r1-gen-0" in status.message and "boom: simulated generator crash" in status.message
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.status == "True" and failed.reason == "ChildFailed"
+
+
+def test_max_parallel_bounds_live_children(tmp_path, monkeypatch):
+    path = write_run(tmp_path, flywheel={"rounds": 1})
+    ex = executor(tmp_path, path, monkeypatch, [])
+    peak = 0
+    while not ex.step():
+        peak = max(peak, sum(1 for c in ex.children.values() if c.proc.poll() is None))
+    assert ex.status.phase == Phase.succeeded
+    assert peak == 1
