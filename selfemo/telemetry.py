@@ -30,6 +30,24 @@ class GeneratorMetrics:
         self.chunks = Counter(f"{PREFIX}generator_chunks_committed", "Chunks committed to the store", registry=r)
 
 
+
+class TrainerMetrics:
+    """What a trainer rank exports per optimizer step (values of the last step)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.steps = Counter(f"{PREFIX}trainer_steps", "Optimizer steps taken", ["phase"], registry=r)
+        self.total_steps = Gauge(f"{PREFIX}trainer_total_steps", "Optimizer steps planned for the round", registry=r)
+        self.loss = Gauge(f"{PREFIX}trainer_loss", "Loss of the last step (token mean)", ["phase"], registry=r)
+        self.reward = Gauge(f"{PREFIX}trainer_reward", "Mean stored reward of the last step's sequences", registry=r)
+        self.kl = Gauge(f"{PREFIX}trainer_kl", "Mean k3 KL to the reference model per completion token", registry=r)
+        self.clip_fraction = Gauge(f"{PREFIX}trainer_clip_fraction", "Fraction of completion tokens whose ratio was clipped", registry=r)
+        self.grad_norm = Gauge(f"{PREFIX}trainer_grad_norm", "Global gradient norm before clipping", registry=r)
+        self.learning_rate = Gauge(f"{PREFIX}trainer_learning_rate", "Learning rate of the last step", registry=r)
+        self.tokens_per_second = Gauge(f"{PREFIX}trainer_tokens_per_second", "Sequence tokens per second (all ranks) of the last step", registry=r)
+        self.tokens = Counter(f"{PREFIX}trainer_tokens", "Sequence tokens trained on (all ranks)", registry=r)
+
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
     healthy: threading.Event

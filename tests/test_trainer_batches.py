@@ -109,3 +109,13 @@ def test_deepspeed_config_from_spec():
         deepspeed_config(TrainingSpec(), "auto", 1)
     with pytest.raises(ValueError):
         deepspeed_config(TrainingSpec(), "float32", 0)
+
+
+def test_plan_steps_keeps_groups_together():
+    units = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    lengths = [3, 5, 4, 6] * 4
+    for epoch in range(3):
+        plan = plan_steps(16, 4, 2, 1, 0, epoch, lengths, units)
+        for step in plan:  # 8 examples per step = exactly two whole groups
+            groups = [units[i] for mb in step[0] for i in mb]
+            assert all(groups.count(g) == 4 for g in set(groups)) and len(set(groups)) == 2

@@ -108,10 +108,14 @@ def sft_examples(groups: Sequence[dict], tokenize: Callable[[str], list[int]], e
 
 
 def plan_steps(n_examples: int, micro_batch_size: int, accumulation: int, world_size: int, seed: int,
-               epoch: int, lengths: Sequence[int]) -> list[list[list[list[int]]]]:
+               epoch: int, lengths: Sequence[int], units: Sequence[int] | None = None) -> list[list[list[list[int]]]]:
     """Example indices for one epoch: steps → ranks → micro-batches → indices.
 
-    The epoch order is a seeded shuffle; each optimizer step takes a window
+    The epoch order is a seeded shuffle of *units* (`units[i]` = the group of
+    example i; default each example its own unit), so a GRPO group's G
+    candidates stay together in one step: a step holding only a group's
+    negative-advantage candidates would push them down with nothing to
+    balance them, and Adam amplifies such one-sided steps.  Each optimizer step takes a window
     of micro_batch_size × accumulation × world_size examples, sorted by
     length and cut into that many micro-batches (length buckets: little
     padding), dealt round-robin to the ranks.  A short last window is filled
@@ -121,8 +125,13 @@ def plan_steps(n_examples: int, micro_batch_size: int, accumulation: int, world_
     """
     if n_examples == 0:
         return []
-    order = list(range(n_examples))
-    random.Random(f"{seed}/{epoch}").shuffle(order)
+    unit_of = list(units) if units is not None else list(range(n_examples))
+    members: dict[int, list[int]] = {}
+    for i, u in enumerate(unit_of):
+        members.setdefault(u, []).append(i)
+    keys = sorted(members)
+    random.Random(f"{seed}/{epoch}").shuffle(keys)
+    order = [i for k in keys for i in members[k]]
     per_step = micro_batch_size * accumulation * world_size
     n_micro = accumulation * world_size
     steps = []

@@ -1,0 +1,255 @@
+"""The trainer end to end on the tiny random Llama: one process (SFT and
+SELF-GRPO), two DeepSpeed ranks on gloo with ZeRO-2, kill and resume, and the
+errors a Job must report clearly.  Groups are written to the store by hand
+in the generator's schema (docs/trajectories.md), so the tests need no
+rollout and run in seconds."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from selfemo.generator.rollout import encode_jsonl_gz
+from selfemo.policy import open_run_store, run_layout
+from selfemo.runfile import check_manifest
+
+LABELS = ["joy", "anger", "sadness", "neutral"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_run(tmp_path: Path, model_dir: Path, **training):
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "t"},
+           "spec": {"model": {"base": str(model_dir), "dtype": training.pop("dtype", "float32")},
+                    "selfPlay": {"groupSize": 4},
+                    "storage": {"uri": f"file://{tmp_path}/runs"},
+                    "training": {"learningRate": 1e-3, "microBatchSize": 4, "maxSeqLen": 256, "kl": 0.0,
+                                 "sftWarmup": False, "checkpointEvery": 0, **training}}}
+    run, problems = check_manifest(doc)
+    assert run is not None, problems
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return run, path
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One thread per trainer: the tiny model's matmuls are too small to share,
+    and on a busy 2-core machine a second OpenMP thread makes them 30× slower."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+def make_groups(tokenizer, n_prompts: int = 8, same_gold: bool = False) -> list[dict]:
+    """Recognition-like groups: the gold label's candidate has the high reward
+    (`same_gold`: always `joy`, a signal the tiny random model can pick up
+    without reading the prompt)."""
+    groups = []
+    for p in range(n_prompts):
+        gold = LABELS[0 if same_gold else p % len(LABELS)]
+        messages = [{"role": "user", "content": f"Utterance {p}: how does the speaker feel? Answer with one of {', '.join(LABELS)}."}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        cands = []
+        for label in LABELS:
+            total = 1.7 if label == gold else 0.3
+            cands.append({"text": label, "labels": [label], "parsed": True,
+                          "token_ids": tokenizer(label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
+                          "reward": {"alignment": 1.0 if label == gold else 0.05, "consistency": 0.3, "format": 1.0, "total": total}})
+        groups.append({"id": f"meld/d{p}/0/recognition", "task": "recognition", "messages": messages, "prompt": prompt,
+                       "reference": [gold], "candidates": cands, "kept": [LABELS.index(gold)], "grpo": True})
+    return groups
+
+
+def write_selected(run, groups: list[dict], round_: int = 1, raw: bytes | None = None) -> str:
+    store = open_run_store(run)
+    prefix = f"{run_layout(run).selected(round_)}/shard-00000-of-00001"
+    with store.commit(prefix) as out:
+        out.put_bytes("groups.jsonl.gz", raw if raw is not None else encode_jsonl_gz(groups))
+    return store.uri_for(prefix + "/groups.jsonl.gz")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def gold_logprob(model_dir, tokenizer, groups) -> float:
+    """Mean log-prob of the gold completions under a saved model (what GRPO should raise)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    total = 0.0
+    with torch.no_grad():
+        for g in groups:
+            p = tokenizer(g["prompt"], add_special_tokens=False)["input_ids"]
+            c = g["candidates"][g["kept"][0]]["token_ids"]
+            ids = torch.tensor([p + c])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+            total += float(logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)].sum())
+    return total / len(groups)
+
+
+def checkpoint_dir(run, tmp_path: Path, round_: int = 1) -> Path:
+    out = tmp_path / f"ckpt-{round_}"
+    open_run_store(run).open_committed(run_layout(run).checkpoint(round_)).download(out)
+    return out
+
+
+def test_sft_one_process_loss_falls_and_checkpoint_reloads(tmp_path, tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from selfemo.telemetry import TrainerMetrics
+    from selfemo.trainer.loop import train_round
+
+    run, _ = make_run(tmp_path, tiny_model_dir, algorithm="sft", epochs=6, dtype="bfloat16", learningRate=5e-3)
+    write_selected(run, make_groups(tokenizer))
+    metrics = TrainerMetrics()
+    summary = train_round(run, 1, metrics=metrics)
+    assert summary["steps"] == 12 and summary["sft_examples"] == 8 and summary["grpo_examples"] == 0
+    assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
+    out = checkpoint_dir(run, tmp_path)
+    assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
+    assert (out / "tokenizer.json").is_file() or (out / "tokenizer_config.json").is_file()
+    steps = json.loads((out / "training" / "metrics.json").read_text())["steps"]
+    assert [s["step"] for s in steps] == list(range(1, 13))
+    assert all(s["tokens_per_second"] > 0 and s["grad_norm"] > 0 for s in steps)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.dtype == torch.bfloat16
+    assert metrics.registry.get_sample_value("selfemo_trainer_steps_total", {"phase": "sft"}) == 12
+    # idempotent: the committed round is not trained again
+    assert train_round(run, 1)["skipped"] is True
+    # the next round starts from this checkpoint (π_1) and trains on its own groups
+    assert not open_run_store(run).list("round-001/train-state/")
+
+
+def test_grpo_raises_rewarded_completions(tmp_path, tiny_model_dir, tokenizer):
+    from selfemo.trainer.loop import train_round
+
+    groups = make_groups(tokenizer, same_gold=True)
+    groups[0]["candidates"] = [dict(c, reward=dict(c["reward"], total=1.0)) for c in groups[0]["candidates"]]  # no signal
+    run, _ = make_run(tmp_path, tiny_model_dir, epochs=4, learningRate=3e-4, kl=0.04, gradientAccumulation=2,
+                      microBatchSize=4)
+    write_selected(run, groups)
+    summary = train_round(run, 1)
+    assert summary["groups_skipped"] == 1 and summary["grpo_examples"] == 28
+    assert summary["steps"] == 4 * 4  # 28 examples, 8 per step → 4 steps per epoch (the last wraps)
+    before = gold_logprob(tiny_model_dir, tokenizer, groups[1:])
+    after = gold_logprob(checkpoint_dir(run, tmp_path), tokenizer, groups[1:])
+    assert after > before + 0.2, (before, after)  # PPO clipping bounds the move to ~ln 1.2 per token
+    steps = json.loads((checkpoint_dir(run, tmp_path) / "training" / "metrics.json").read_text())["steps"]
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6) and steps[-1]["kl"] > 0
+    assert steps[0]["clip_fraction"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, tokenizer):
+    from selfemo.trainer.loop import train_round
+
+    groups = make_groups(tokenizer)
+    cfg = dict(algorithm="self-grpo", sftWarmup=True, epochs=1, checkpointEvery=2, kl=0.04, dtype="bfloat16",
+               warmupRatio=0.3)
+    run_a, _ = make_run(tmp_path / "a", tiny_model_dir, **cfg)
+    run_b, _ = make_run(tmp_path / "b", tiny_model_dir, **cfg)
+    for run in (run_a, run_b):
+        write_selected(run, groups)
+    full = train_round(run_a, 1)
+    partial = train_round(run_b, 1, stop_after_steps=3)  # "killed" after step 3; state committed at step 2
+    assert partial["complete"] is False
+    store = open_run_store(run_b)
+    assert not store.is_committed(run_layout(run_b).checkpoint(1))
+    assert any(k.startswith("round-001/train-state/step-000002/") for k in store.list("round-001/train-state/"))
+    resumed = train_round(run_b, 1)
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == full["steps"] == 10  # 2 SFT (8 kept) + 8 GRPO (32) steps of 4
+
+    def curve(run, tmp):
+        return [s["loss"] for s in json.loads((checkpoint_dir(run, tmp) / "training" / "metrics.json").read_text())["steps"]]
+
+    a, b = curve(run_a, tmp_path / "a"), curve(run_b, tmp_path / "b")
+    assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    assert not store.list("round-001/train-state/")  # removed once π_1 is committed
+
+
+def run_cli(args, env=None, timeout=240):
+    return subprocess.run([sys.executable, "-m", "selfemo.trainer", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_clear_errors(tmp_path, tiny_model_dir, tokenizer):
+    run, path = make_run(tmp_path, tiny_model_dir)
+    p = run_cli(["--run-config", str(path), "--round", "1"])
+    assert p.returncode == 2 and "no committed selected groups for round 1" in p.stderr, p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: selfemo.dev/v1alpha1\nkind: SelfEmoRun\nmetadata: {name: t}\nspec: {model: {bas: x}}\n")
+    p = run_cli(["--run-config", str(bad), "--round", "1"])
+    assert p.returncode == 2 and "bad.yaml" in p.stderr and "model" in p.stderr
+
+    from selfemo.trainer.data import TrainerError
+    from selfemo.trainer.loop import train_round
+
+    groups = make_groups(tokenizer, 2)
+    broken = encode_jsonl_gz(groups)
+    import gzip
+
+    lines = gzip.decompress(broken).splitlines()
+    uri = write_selected(run, [], raw=gzip.compress(lines[0] + b"\n{not json\n"))
+    with pytest.raises(TrainerError, match=r"groups.jsonl.gz: record 2 is not valid JSON"):
+        train_round(run, 1)
+    assert uri.endswith("round-001/selected/shard-00000-of-00001/groups.jsonl.gz")
+    run2, _ = make_run(tmp_path / "2", tiny_model_dir)
+    del groups[1]["candidates"][2]["token_ids"]
+    write_selected(run2, groups)
+    with pytest.raises(TrainerError, match=r"record 2 \(group meld/d1/0/recognition\): candidate 2 has no valid 'token_ids'"):
+        train_round(run2, 1)
+    run3, _ = make_run(tmp_path / "3", tiny_model_dir)
+    write_selected(run3, [], raw=gzip.compress(b""))
+    with pytest.raises(TrainerError, match="no groups in the file"):
+        train_round(run3, 1)
+
+
+def test_no_learning_signal_writes_no_checkpoint(tmp_path, tiny_model_dir, tokenizer):
+    groups = make_groups(tokenizer, 3)
+    for g in groups:
+        g["candidates"] = [dict(c, reward=dict(c["reward"], total=0.5)) for c in g["candidates"]]
+        g["kept"], g["grpo"] = [], False
+    run, path = make_run(tmp_path, tiny_model_dir, sftWarmup=True)
+    write_selected(run, groups)
+    p = run_cli(["--run-config", str(path), "--round", "1"])
+    assert p.returncode == 3 and "no learning signal: 3 of 3 groups skipped" in p.stderr, p.stderr
+    assert not open_run_store(run).is_committed(run_layout(run).checkpoint(1))
+
+
+def test_two_deepspeed_ranks_zero2_agree_and_loss_falls(tmp_path, tiny_model_dir, tokenizer):
+    run, path = make_run(tmp_path, tiny_model_dir, algorithm="sft", epochs=6, microBatchSize=2, dtype="bfloat16",
+                         learningRate=5e-3, deepspeed={"zeroStage": 2})
+    write_selected(run, make_groups(tokenizer))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "selfemo.trainer", "--run-config", str(path), "--round", "1"]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:  # never leave ranks behind if the launcher hangs
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-4000:]
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["world_size"] == 2 and summary["steps"] == 12  # 8 examples, 2 × 2 per step, 6 epochs
+    h = summary["rank_param_sha256"]
+    assert len(h) == 2 and h[0] == h[1]
+    assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint_dir(run, tmp_path))
+    assert sum(p.numel() for p in model.parameters()) > 0

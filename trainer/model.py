@@ -1,0 +1,140 @@
+"""The policy as the trainer uses it: loading, completion-only log-probs,
+fp32 master weights, LoRA, and saving a Hugging Face checkpoint.
+
+Why completion-only logits: the loss needs log π at the completion tokens
+only (a few per sequence for label answers), while `model(...)` projects
+every position onto the whole vocabulary (49k for SmolLM2): running the
+decoder and applying `lm_head` to the selected hidden states only saves most
+of that matmul and its memory.
+
+Why fp32 master weights in one process: with bf16 weights an AdamW update of
+lr 1e-6 is below bf16 resolution and simply vanishes; keeping an fp32 copy
+for the optimizer (what DeepSpeed's bf16 mode does on many ranks) keeps
+bf16 speed for the forward/backward and exact updates.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from selfemo.trainer.batches import Batch
+from selfemo.trainer.grpo import token_logprobs
+
+log = logging.getLogger(__name__)
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_dtype(spec_dtype: str, model_path: str) -> str:
+    """The spec's dtype, or for `auto` the checkpoint's (float32 if it names none)."""
+    if spec_dtype != "auto":
+        return spec_dtype
+    from transformers import AutoConfig
+
+    d = getattr(AutoConfig.from_pretrained(model_path), "dtype", None) or getattr(
+        AutoConfig.from_pretrained(model_path), "torch_dtype", None)
+    name = str(d).replace("torch.", "") if d is not None else "float32"
+    return name if name in DTYPES else "float32"
+
+
+def load_causal_lm(path: str, dtype: str, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    model.config.use_cache = False
+    return model
+
+
+def add_lora(model, lora):
+    """Wrap with peft LoRA adapters (only they train); `lora` is the spec's LoraSpec."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def unwrap(model):
+    """The Hugging Face causal LM inside a DeepSpeed engine and/or a peft wrapper."""
+    m = getattr(model, "module", model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    return m
+
+
+def completion_logprobs(model, batch: Batch) -> torch.Tensor:
+    """log π(token) at every completion token of the batch, [N] (row-major order of loss_mask).
+
+    Runs the decoder for hidden states [B, T, H], keeps the N positions that
+    predict a completion token (t−1 for token t) and applies `lm_head` to
+    those only: logits [N, V] instead of [B, T, V].
+    """
+    lm = unwrap(model)
+    hidden = lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    sel = batch.loss_mask[:, 1:]
+    logits = lm.get_output_embeddings()(hidden[:, :-1][sel])
+    return token_logprobs(logits, batch.input_ids[:, 1:][sel])
+
+
+class MasterWeights:
+    """AdamW over fp32 copies of the trainable parameters of a low-precision model.
+
+    backward fills the model's bf16 grads; `step` moves them to the fp32
+    masters, clips their global norm, steps AdamW and copies the masters back.
+    With an fp32 model the masters *are* the parameters (no copy).
+    """
+
+    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float):
+        self.names = [n for n, _ in named_params]
+        self.params = [p for _, p in named_params]
+        self.copy = any(p.dtype != torch.float32 for p in self.params)
+        self.masters = ([p.detach().float().clone().requires_grad_(True) for p in self.params]
+                        if self.copy else self.params)
+        self.optimizer = torch.optim.AdamW(self.masters, lr=lr, weight_decay=weight_decay)
+
+    def step(self, max_grad_norm: float) -> float:
+        if self.copy:
+            for m, p in zip(self.masters, self.params):
+                m.grad = None if p.grad is None else p.grad.float()
+        norm = torch.nn.utils.clip_grad_norm_(self.masters, max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:
+            p.grad = None
+        if self.copy:
+            with torch.no_grad():
+                for m, p in zip(self.masters, self.params):
+                    p.copy_(m)
+        return float(norm)
+
+    def state_dict(self) -> dict:
+        return {"masters": {n: m.detach().clone() for n, m in zip(self.names, self.masters)},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for n, m, p in zip(self.names, self.masters, self.params):
+                m.copy_(state["masters"][n])
+                if self.copy:
+                    p.copy_(m)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def save_hf(model, tokenizer, out_dir: Path, dtype: str, state_dict: dict | None = None) -> None:
+    """safetensors weights (LoRA merged), config, generation config and tokenizer in `out_dir`."""
+    m = getattr(model, "module", model)
+    if hasattr(m, "merge_and_unload"):
+        m = m.merge_and_unload()
+    m = m.to(DTYPES[dtype])
+    m.config.use_cache = True
+    m.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
+    tokenizer.save_pretrained(out_dir)
+    if not (out_dir / "generation_config.json").exists():
+        from transformers import GenerationConfig
+
+        GenerationConfig.from_model_config(m.config).save_pretrained(out_dir)
