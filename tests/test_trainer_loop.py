@@ -228,12 +228,10 @@ def test_no_learning_signal_writes_no_checkpoint(tmp_path, tiny_model_dir, token
     assert not open_run_store(run).is_committed(run_layout(run).checkpoint(1))
 
 
-def test_two_deepspeed_ranks_zero2_agree_and_loss_falls(tmp_path, tiny_model_dir, tokenizer):
-    run, path = make_run(tmp_path, tiny_model_dir, algorithm="sft", epochs=6, microBatchSize=2, dtype="bfloat16",
-                         learningRate=5e-3, deepspeed={"zeroStage": 2})
-    write_selected(run, make_groups(tokenizer))
+def launch_two_ranks(path: Path, *extra: str) -> dict:
+    """`torchrun --nproc_per_node 2 -m selfemo.trainer …` on gloo; returns rank 0's summary."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "selfemo.trainer", "--run-config", str(path), "--round", "1"]
+           "-m", "selfemo.trainer", "--run-config", str(path), "--round", "1", *extra]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -244,12 +242,53 @@ def test_two_deepspeed_ranks_zero2_agree_and_loss_falls(tmp_path, tiny_model_dir
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err[-4000:]
-    summary = json.loads(out[out.index("{\n"):])
-    assert summary["world_size"] == 2 and summary["steps"] == 12  # 8 examples, 2 × 2 per step, 6 epochs
+    return json.loads(out[out.index("{\n"):])
+
+
+def test_two_deepspeed_ranks_zero2_resume_agree_with_one_process(tmp_path, tiny_model_dir, tokenizer):
+    """Two ZeRO-2 ranks, killed after step 3 and resumed from the step-2 state: the loss falls,
+    both ranks hold the same parameters, and the loss curve is the one-process curve."""
+    from transformers import AutoModelForCausalLM
+
+    from selfemo.trainer.loop import train_round
+
+    cfg = dict(algorithm="sft", epochs=6, microBatchSize=2, dtype="bfloat16", learningRate=5e-3, checkpointEvery=2)
+    run, path = make_run(tmp_path / "ds", tiny_model_dir, deepspeed={"zeroStage": 2}, **cfg)
+    write_selected(run, make_groups(tokenizer))
+    partial = launch_two_ranks(path, "--stop-after-steps", "3")
+    assert partial["complete"] is False
+    summary = launch_two_ranks(path)
+    assert summary["world_size"] == 2 and summary["steps"] == 12  # 8 examples, 2 ranks × 2 per step, 6 epochs
+    assert summary["resumed_from_step"] == 2
     h = summary["rank_param_sha256"]
     assert len(h) == 2 and h[0] == h[1]
     assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
-    from transformers import AutoModelForCausalLM
+    out = checkpoint_dir(run, tmp_path / "ds")
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+    ds_curve = [s["loss"] for s in json.loads((out / "training" / "metrics.json").read_text())["steps"]]
 
-    model = AutoModelForCausalLM.from_pretrained(checkpoint_dir(run, tmp_path))
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # one process, micro-batches of 4 = the same 4 sequences per optimizer step
+    one, _ = make_run(tmp_path / "one", tiny_model_dir, **{**cfg, "microBatchSize": 4})
+    write_selected(one, make_groups(tokenizer))
+    train_round(one, 1)
+    one_curve = [s["loss"] for s in json.loads(
+        (checkpoint_dir(one, tmp_path / "one") / "training" / "metrics.json").read_text())["steps"]]
+    assert ds_curve == pytest.approx(one_curve, rel=2e-2)
+
+
+def test_lora_adapters_are_merged_into_the_saved_checkpoint(tmp_path, tiny_model_dir, tokenizer):
+    from safetensors.torch import load_file
+
+    from selfemo.trainer.loop import train_round
+
+    run, _ = make_run(tmp_path, tiny_model_dir, algorithm="sft", epochs=2, learningRate=5e-3,
+                      lora={"enabled": True, "r": 4, "alpha": 8})
+    write_selected(run, make_groups(tokenizer))
+    summary = train_round(run, 1)
+    assert summary["loss"]["sft"]["last"] < summary["loss"]["sft"]["first"]
+    out = checkpoint_dir(run, tmp_path)
+    saved = load_file(out / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert not any("lora" in k for k in saved) and set(saved) == set(base)
+    changed = [k for k in base if not torch.equal(base[k], saved[k])]
+    assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
