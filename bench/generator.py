@@ -71,7 +71,8 @@ def main() -> None:
     ap.add_argument("--hf-prompts", type=int, default=256, help="prompts for (c); fewer keeps the run short (rates are per prompt)")
     ap.add_argument("--hf-batch", type=int, default=32, help="sequences per transformers generate() call")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    ap.add_argument("--dtype", default="float32", choices=("bfloat16", "float32"),
+                    help="float32 by default: CPUs without native bf16 (most laptops, this project's CI) emulate it slowly")
     ap.add_argument("--compile", action="store_true", help="let vLLM torch.compile the model (slow to start on CPU)")
     args = ap.parse_args()
 

@@ -247,3 +247,12 @@ def test_rollout_exports_metrics_and_health(quick_run):
     assert prompts_done == summary["groups"]
     assert f"selfemo_generator_reward_count {float(summary['candidates'])}" in text
     assert f"selfemo_generator_kept_ratio {summary['kept_ratio']}" in text
+
+
+def test_choice_trie_lists_every_prefix_and_its_next_tokens():
+    from selfemo.generator.backends.vllm_backend import choice_trie
+
+    trie = choice_trie([(5,), (7, 1), (7, 2, 9)])
+    assert trie == {(): {5, 7}, (7,): {1, 2}, (7, 2): {9}}
+    with pytest.raises(ValueError):
+        choice_trie([()])

@@ -116,22 +116,40 @@ class VllmBackend:
         return groups
 
     def score_choices(self, prompts: Sequence[Messages], choices: Sequence[str]) -> np.ndarray:
-        """Sum of the prompt log-probs of each choice's tokens appended to the
-        rendered prompt (prefix caching makes the shared prompt cheap)."""
+        """Sum of the log-probs of each choice's tokens after the rendered prompt.
+
+        Prompt log-probs would be the direct route, but vLLM reads no prefix
+        cache for requests that ask for them, so K choices would cost K full
+        prompt passes. Instead every distinct choice prefix (a node of the
+        choice-token trie) becomes a one-token request that asks only for the
+        log-probs of the tokens that can follow it (`logprob_token_ids`).
+        The root requests go first and put each prompt in the prefix cache;
+        the deeper nodes then cost a few tokens each. For labels that are one
+        token, scoring is a single prompt pass.
+        """
+        from vllm import SamplingParams as VParams
+
         texts = [render_prompt(self.tokenizer, m) for m in prompts]
-        choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-        requests, spans = [], []
-        for text in texts:
-            base = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            for ids in choice_ids:
-                requests.append({"prompt_token_ids": base + ids})
-                spans.append((len(base), len(base) + len(ids)))
-        outs = self.llm.generate(requests, self._params(SamplingParams(n=1, temperature=0, max_tokens=1), prompt_logprobs=0), use_tqdm=False)
-        scores = np.zeros(len(requests), dtype=np.float64)
-        for i, (out, (lo, hi)) in enumerate(zip(outs, spans)):
-            ids = out.prompt_token_ids
-            scores[i] = sum(float(out.prompt_logprobs[pos][ids[pos]].logprob) for pos in range(lo, hi))
-        return scores.reshape(len(texts), len(choices))
+        choice_ids = [tuple(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in choices]
+        trie = choice_trie(choice_ids)
+        bases = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        levels: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        for node in trie:
+            for i in range(len(texts)):
+                levels.setdefault(len(node), []).append((i, node))
+        found: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
+        for depth in sorted(levels):  # shallow first: each level reuses the cache the last one filled
+            reqs = levels[depth]
+            params = [VParams(n=1, temperature=0, max_tokens=1, logprob_token_ids=sorted(trie[node])) for _, node in reqs]
+            outs = self.llm.generate([{"prompt_token_ids": bases[i] + list(node)} for i, node in reqs], params, use_tqdm=False)
+            for key, out in zip(reqs, outs):
+                step = out.outputs[0].logprobs[0]
+                found[key] = {t: float(step[t].logprob) for t in trie[key[1]]}
+        scores = np.zeros((len(texts), len(choices)), dtype=np.float64)
+        for i in range(len(texts)):
+            for j, ids in enumerate(choice_ids):
+                scores[i, j] = sum(found[(i, ids[:k])][ids[k]] for k in range(len(ids)))
+        return scores
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -140,3 +158,14 @@ class VllmBackend:
                 llm.llm_engine.engine_core.shutdown()
             except Exception:  # best effort: the process is ending anyway
                 pass
+
+
+def choice_trie(choice_ids: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], set[int]]:
+    """Every proper prefix of the choices' token sequences → the tokens that follow it."""
+    trie: dict[tuple[int, ...], set[int]] = {}
+    for ids in choice_ids:
+        if not ids:
+            raise ValueError("a choice tokenizes to nothing")
+        for k in range(len(ids)):
+            trie.setdefault(tuple(ids[:k]), set()).add(ids[k])
+    return trie
