@@ -292,3 +292,23 @@ def test_lora_adapters_are_merged_into_the_saved_checkpoint(tmp_path, tiny_model
     assert not any("lora" in k for k in saved) and set(saved) == set(base)
     changed = [k for k in base if not torch.equal(base[k], saved[k])]
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+
+
+def test_master_weights_keep_updates_below_bf16_resolution():
+    """AdamW's first step moves each weight by ~lr; 1e-6 vanishes in bf16 weights but not in the masters."""
+    from selfemo.trainer.model import MasterWeights
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8).to(torch.bfloat16)
+    mw = MasterWeights(list(lin.named_parameters()), lr=1e-6, weight_decay=0.0)
+    start = {n: m.clone() for n, m in zip(mw.names, mw.masters)}
+    for _ in range(3):
+        lin(torch.randn(4, 8, dtype=torch.bfloat16)).float().pow(2).sum().backward()
+        mw.step(max_grad_norm=1.0)
+    moved = mw.masters[0] - start["weight"]
+    assert moved.dtype == torch.float32 and 1e-7 < moved.abs().max() < 1e-5
+    assert torch.equal(lin.weight, mw.masters[0].to(torch.bfloat16)) and lin.weight.grad is None
+    state = mw.state_dict()
+    mw2 = MasterWeights(list(torch.nn.Linear(8, 8).to(torch.bfloat16).named_parameters()), 1e-6, 0.0)
+    mw2.load_state_dict(state)
+    assert torch.equal(mw2.masters[0], mw.masters[0]) and torch.equal(mw2.params[0], lin.weight)

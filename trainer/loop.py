@@ -80,15 +80,18 @@ class _Trainer:
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.dtype = resolve_dtype(self.run_spec.spec.model.dtype, path)
+        from selfemo.devices import compute_dtype
+
+        self.dtype = resolve_dtype(self.run_spec.spec.model.dtype, path)  # of the saved checkpoint
+        self.compute = compute_dtype(self.dtype)  # float32 on a CPU without native bf16 (selfemo.devices)
         self._build_examples(groups)
         self._build_plan()
         self._load_model(path)
         self._reference_logprobs()
         self._build_optimizer()
         start, history = self._resume()
-        self.info.update(policy=path, dtype=self.dtype, threads=threads, world_size=self.env.world_size,
-                         resumed_from_step=start)
+        self.info.update(policy=path, dtype=self.dtype, compute_dtype=self.compute, threads=threads,
+                         world_size=self.env.world_size, resumed_from_step=start)
         done = self._train(start, history, stop_after_steps)
         if not done:
             return {"round": self.round, "complete": False, "step": len(history)}
@@ -132,15 +135,15 @@ class _Trainer:
                  self.round, len(self.sft), len(self.grpo), len(self.plan), e.world_size)
 
     def _load_model(self, path: str) -> None:
-        """Plain torch: fp32 masters, compute in the spec dtype.  DeepSpeed: its own masters."""
+        """Plain torch: fp32 masters, compute dtype for forward/backward.  DeepSpeed: its own masters."""
         spec = self.run_spec.spec
         plain = not self.env.distributed
-        self.model = load_causal_lm(path, "float32" if plain else self.dtype, spec.model.trust_remote_code)
+        self.model = load_causal_lm(path, "float32" if plain else self.compute, spec.model.trust_remote_code)
         if self.t.lora.enabled:
             torch.manual_seed(self.t.seed)
             self.model = add_lora(self.model, self.t.lora)
-        self.fp32_init = {n: p.detach().clone() for n, p in trainable(self.model)} if plain and self.dtype != "float32" else None
-        self.model.to(getattr(torch, self.dtype))
+        self.fp32_init = {n: p.detach().clone() for n, p in trainable(self.model)} if plain and self.compute != "float32" else None
+        self.model.to(getattr(torch, self.compute))
         self.model.train()
 
     def _my_indices(self, phase: str) -> list[int]:
@@ -171,14 +174,15 @@ class _Trainer:
             if self.t.kl_reference == "base" and self.round > 1:
                 from selfemo.models import resolve_model
 
-                ref = load_causal_lm(resolve_model(self.run_spec.spec.model.base), self.dtype,
+                ref = load_causal_lm(resolve_model(self.run_spec.spec.model.base), self.compute,
                                      self.run_spec.spec.model.trust_remote_code)
                 self._fill_logprobs(ref, self.grpo, mine, "ref_logp")
                 del ref
             else:  # the reference is π_{r-1} itself
                 for i in mine:
                     self.grpo[i].ref_logp = self.grpo[i].old_logp
-        log.info("old/reference log-probs of %d sequences in %.1f s", len(mine), time.perf_counter() - t0)
+        self.info["logprob_seconds"] = round(time.perf_counter() - t0, 3)
+        log.info("old/reference log-probs of %d sequences in %.1f s", len(mine), self.info["logprob_seconds"])
 
     def _lr_lambda(self):
         warm = int(self.t.warmup_ratio * len(self.plan))
@@ -203,7 +207,7 @@ class _Trainer:
         self.engine, self.opt, _, self.sched = deepspeed.initialize(
             model=self.model, optimizer=opt, model_parameters=params,
             lr_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lam),
-            config=deepspeed_config(t, self.dtype, self.env.world_size))
+            config=deepspeed_config(t, self.compute, self.env.world_size))
 
     def _resume(self) -> tuple[int, list[dict]]:
         steps = train_state.committed_steps(self.store, self.rp)
