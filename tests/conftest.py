@@ -12,4 +12,4 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))  # so tests can `import support.xyz`
 
-pytest_plugins = ["support.paths", "support.seaweedfs", "support.models"]
+pytest_plugins = ["support.paths", "support.seaweedfs", "support.models", "support.kube"]

@@ -1,0 +1,249 @@
+"""The kopf operator: thin handlers that decide *when* a reconcile pass runs.
+
+What a pass does lives in :mod:`selfemo.operator.kube_executor`; here are
+only the triggers and the process around them:
+
+- `on.create` / `on.resume` / `on.update` of a `SelfEmoRun`: a pass at once
+  (a new run, an operator restart, a spec change such as `suspend`);
+- a `timer` every ``interval`` seconds (10 by default): children and the
+  store change without any event on the run itself, so the run is polled;
+  a pass that asks for an earlier look (`requeue_after`, e.g. a retry
+  back-off ending) gets one scheduled exactly then;
+- `on.delete`: drop the run's memory and metric series. Children are not
+  deleted here: their ownerReferences make the garbage collector do it.
+
+Handlers are registered on an explicit registry (not kopf's global one) so
+several operators can live in one process (tests) and nothing happens at
+import time. The Kubernetes client configuration is loaded once at the edge
+and shared by kopf (via the login handler) and our own API calls, so both
+always talk to the same server with the same credentials.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+import kopf
+from prometheus_client import CollectorRegistry
+
+from selfemo.spec import API_GROUP, API_VERSION, PLURAL
+from selfemo.telemetry import MetricsServer
+
+from .children import BuilderSettings
+from .collector import RunCollector, RunRegistry
+from .kube_api import KubeApi
+from .kube_executor import KubeExecutor
+from .labels import FINALIZER, PROGRESS_PREFIX
+from .round import Event
+
+log = logging.getLogger(__name__)
+
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Process-level settings, read at the edge (``__main__``) and never below it.
+
+    ``namespaces`` empty with ``all_namespaces`` False is a usage error; the
+    CLI enforces one of the two. ``peering`` None runs standalone (see
+    docs/operator.md: one replica, no peering objects needed).
+    """
+
+    builder: BuilderSettings = field(default_factory=BuilderSettings)
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = False
+    metrics_port: int = 8080
+    metrics_host: str = "0.0.0.0"
+    interval: float = 10.0
+    peering: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "OperatorConfig":
+        """`SELFEMO_{GENERATOR,TRAINER,EVALUATOR}_IMAGE` and `SELFEMO_METRICS_PORT`
+        (children) via :class:`BuilderSettings`; `SELFEMO_OPERATOR_METRICS_PORT`
+        and `SELFEMO_OPERATOR_INTERVAL` for the operator itself."""
+        values: dict[str, Any] = {"builder": BuilderSettings.from_env(env)}
+        if env.get("SELFEMO_OPERATOR_METRICS_PORT"):
+            values["metrics_port"] = int(env["SELFEMO_OPERATOR_METRICS_PORT"])
+        if env.get("SELFEMO_OPERATOR_INTERVAL"):
+            values["interval"] = float(env["SELFEMO_OPERATOR_INTERVAL"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def load_kube_configuration(kubeconfig: str | None = None):
+    """In-cluster service account first, then ``kubeconfig`` (or $KUBECONFIG,
+    ~/.kube/config). Returns a fresh ``kubernetes.client.Configuration``
+    without touching the library's global default."""
+    import kubernetes
+
+    cfg = kubernetes.client.Configuration()
+    try:
+        if kubeconfig:
+            raise kubernetes.config.ConfigException("a kubeconfig was given")
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    return cfg
+
+
+def connection_info(cfg) -> kopf.ConnectionInfo:
+    """kopf's credentials from a kubernetes client configuration (what
+    ``kopf.login_via_client`` does, but for our configuration object rather
+    than the library's global one). Called again by kopf on a 401, and
+    ``get_api_key_with_prefix`` refreshes a rotated service-account token."""
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+        username=cfg.username or None, password=cfg.password or None, scheme=scheme, token=token,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+    )
+
+
+def _post_event(body: dict, event: Event) -> None:
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+class OperatorApp:
+    """The operator process: handlers, the executor, the metrics endpoint.
+
+    ``clock`` and ``open_store`` pass through to :class:`KubeExecutor` (tests).
+    """
+
+    def __init__(self, config: OperatorConfig, kube_config, *, clock: Callable[[], datetime] | None = None,
+                 open_store: Callable | None = None):
+        import kubernetes
+
+        self.config = config
+        self.kube_config = kube_config
+        self.runs = RunRegistry()
+        self.metrics_registry = CollectorRegistry()
+        self.metrics_registry.register(RunCollector(self.runs))
+        self.api = KubeApi(kubernetes.client.ApiClient(kube_config))
+        self.executor = KubeExecutor(self.api, self.runs, config.builder, _post_event, clock=clock,
+                                     open_store=open_store, retry_seconds=config.interval)
+        self.metrics: MetricsServer | None = None
+        self._bodies: dict[tuple[str, str], dict] = {}
+        self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.registry = self._build_registry()
+
+    # ------------------------------------------------------------------ handlers
+
+    def _build_registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+
+        @kopf.on.startup(registry=registry)
+        def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+            # Our own names on objects, never kopf's defaults: two operators
+            # built on kopf must not read each other's progress.
+            settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
+            settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PROGRESS_PREFIX)
+            settings.persistence.finalizer = FINALIZER
+            # kopf turns its own log lines at or above this level into Events;
+            # per-pass "handler succeeded" INFO lines would bury the run's
+            # transition Events (posted explicitly, at any level).
+            settings.posting.level = logging.WARNING
+            # API servers and load balancers drop idle watches silently: ask
+            # the server to end each watch after 5 minutes, and give up on our
+            # side shortly after if it does not, then re-list and re-watch.
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            # A run deleted while its timer is mid-pass waits for the pass to
+            # end (seconds: API and store calls have timeouts); kopf's default
+            # re-check after 60 s would hold the deletion for a minute.
+            settings.background.cancellation_polling = 2
+            if self.metrics is not None:
+                self.metrics.healthy.set()
+
+        @kopf.on.cleanup(registry=registry)
+        def stopping(**_: Any) -> None:
+            if self.metrics is not None:
+                self.metrics.healthy.clear()
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return connection_info(self.kube_config)
+
+        @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
+        @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
+        @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
+        async def changed(body: kopf.Body, **_: Any) -> None:
+            await self.reconcile(body)
+
+        @kopf.timer(*RESOURCE, id="poll", interval=self.config.interval, registry=registry)
+        async def poll(body: kopf.Body, **_: Any) -> None:
+            await self.reconcile(body)
+
+        @kopf.on.delete(*RESOURCE, id="forget", registry=registry)
+        def deleted(namespace: str, name: str, **_: Any) -> None:
+            self.forget(namespace, name)
+
+        return registry
+
+    async def reconcile(self, body: Mapping) -> None:
+        """One pass in a worker thread (the kubernetes client and the store
+        client block); at most one pass per run at a time (the executor locks)."""
+        snapshot = copy.deepcopy(dict(body))  # kopf's body is a live view
+        meta = snapshot.get("metadata") or {}
+        key = (meta.get("namespace") or "default", meta["name"])
+        self._bodies[key] = snapshot
+        try:
+            requeue = await asyncio.to_thread(self.executor.step, snapshot)
+        except Exception as exc:
+            self.runs.reconcile_error(*key)
+            raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=self.config.interval) from exc
+        self._schedule(key, requeue)
+
+    def _schedule(self, key: tuple[str, str], delay: float | None) -> None:
+        """A pass after ``delay`` seconds when that is sooner than the next tick."""
+        old = self._requeues.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if delay is None or delay >= self.config.interval:
+            return
+        loop = asyncio.get_running_loop()
+        self._requeues[key] = loop.call_later(max(delay, 0.05), lambda: asyncio.ensure_future(self._requeued(key)))
+
+    async def _requeued(self, key: tuple[str, str]) -> None:
+        self._requeues.pop(key, None)
+        body = self._bodies.get(key)
+        if body is None:
+            return
+        try:
+            await self.reconcile(body)
+        except kopf.TemporaryError as exc:  # counted; the timer tries again
+            log.warning("%s/%s: %s", key[0], key[1], exc)
+
+    def forget(self, namespace: str, name: str) -> None:
+        handle = self._requeues.pop((namespace, name), None)
+        if handle is not None:
+            handle.cancel()
+        self._bodies.pop((namespace, name), None)
+        self.executor.forget(namespace, name)
+
+    # ------------------------------------------------------------------ process
+
+    def run(self, *, stop_flag: threading.Event | None = None, ready_flag: threading.Event | None = None) -> None:
+        """Serve `/metrics` and `/healthz`, then run kopf until stopped (SIGTERM
+        or ``stop_flag``). Blocks; tests call it in a thread."""
+        self.metrics = MetricsServer(self.metrics_registry, self.config.metrics_port, self.config.metrics_host)
+        try:
+            asyncio.run(kopf.operator(
+                registry=self.registry,
+                standalone=self.config.peering is None,
+                peering_name=self.config.peering,
+                clusterwide=self.config.all_namespaces,
+                namespaces=list(self.config.namespaces),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            ))
+        finally:
+            self.metrics.close()
