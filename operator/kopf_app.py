@@ -183,8 +183,8 @@ class OperatorApp:
             await self.reconcile(body)
 
         @kopf.on.delete(*RESOURCE, id="forget", registry=registry)
-        def deleted(namespace: str, name: str, **_: Any) -> None:
-            self.forget(namespace, name)
+        def deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
+            self.forget(namespace, name, uid)
 
         return registry
 
@@ -222,12 +222,12 @@ class OperatorApp:
         except kopf.TemporaryError as exc:  # counted; the timer tries again
             log.warning("%s/%s: %s", key[0], key[1], exc)
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str = "") -> None:
         handle = self._requeues.pop((namespace, name), None)
         if handle is not None:
             handle.cancel()
         self._bodies.pop((namespace, name), None)
-        self.executor.forget(namespace, name)
+        self.executor.forget(namespace, name, uid)
 
     # ------------------------------------------------------------------ process
 

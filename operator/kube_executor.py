@@ -65,6 +65,7 @@ class _RunMemory:
     store: Any = None
     store_down: bool = False  # a Warning was posted for the current outage
     settled: bool = False  # terminal and nothing left to delete: passes are no-ops
+    forgotten: bool = False  # the run was deleted: a late pass must do nothing
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -115,15 +116,26 @@ class KubeExecutor:
         self.retry_seconds = retry_seconds
         self._memory: dict[tuple[str, str], _RunMemory] = {}
         self._memory_lock = threading.Lock()
+        self._gone: set[str] = set()  # uids of deleted runs (a few bytes each)
 
     def memory(self, namespace: str, name: str) -> _RunMemory:
         with self._memory_lock:
             return self._memory.setdefault((namespace, name), _RunMemory())
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The run is gone: drop its memory and its metric series."""
+    def forget(self, namespace: str, name: str, uid: str = "") -> None:
+        """The run is gone: drop its memory and its metric series, after any
+        pass in flight has ended (so it cannot bring the series back); a pass
+        started later from an old body of the same object (``uid``) does nothing."""
         with self._memory_lock:
-            self._memory.pop((namespace, name), None)
+            if uid:
+                self._gone.add(uid)
+            mem = self._memory.get((namespace, name))
+        if mem is not None:
+            with mem.lock:
+                with self._memory_lock:
+                    if self._memory.get((namespace, name)) is mem:
+                        del self._memory[(namespace, name)]
+                mem.forgotten = True
         self.runs.remove(namespace, name)
 
     # ------------------------------------------------------------------ the pass
@@ -133,8 +145,12 @@ class KubeExecutor:
         returns seconds until a pass is needed even if nothing changes."""
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace") or "default", meta["name"]
+        if meta.get("deletionTimestamp") or meta.get("uid") in self._gone:
+            return None  # being deleted: children go with it (ownerReferences); start nothing new
         mem = self.memory(namespace, name)
         with mem.lock:
+            if mem.forgotten:
+                return None
             return self._step(body, namespace, name, mem)
 
     def _step(self, body: dict, namespace: str, name: str, mem: _RunMemory) -> float | None:
