@@ -32,6 +32,7 @@ from selfemo.status import Phase, RunStatus
 
 log = logging.getLogger(__name__)
 STATUS_KEY = "status.json"
+HEADER = "=== "  # starts the line written before each attempt in a child's log
 EXIT_CODES = {Phase.succeeded: 0, Phase.failed: 1, Phase.suspended: 3}
 
 
@@ -56,15 +57,17 @@ class LocalChild:
                           shard=self.intent.shard, state=state, message=message)
 
 
-def last_lines(path: Path, n: int = 3, width: int = 400) -> str:
-    """The last non-empty lines of a log, joined (what a user needs to see first)."""
+def last_lines(path: Path, n: int = 2, width: int = 300) -> str:
+    """The last non-empty lines a child printed (not our `===` start headers),
+    joined: what a user needs to see first when it failed."""
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, os.path.getsize(path) - 64 * 1024))
-            lines = deque((ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()), n)
+            text = fh.read().decode("utf-8", "replace")
     except OSError:
         return "(no log)"
-    return " | ".join(lines)[-width:]
+    lines = deque((ln.strip()[-width:] for ln in text.splitlines() if ln.strip() and not ln.startswith(HEADER)), n)
+    return " | ".join(lines) or "(no output)"
 
 
 class LocalExecutor:
@@ -123,7 +126,7 @@ class LocalExecutor:
         argv = [self.python, *component_args(intent, self.config_path)]
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as fh:
-            fh.write(f"\n=== {datetime.now(timezone.utc).isoformat()} {' '.join(argv)}\n".encode())
+            fh.write(f"\n{HEADER}{datetime.now(timezone.utc).isoformat()} {' '.join(argv)}\n".encode())
             fh.flush()
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)

@@ -212,8 +212,9 @@ def test_clear_errors(tmp_path, tiny_model_dir, tokenizer):
         train_round(run2, 1)
     run3, _ = make_run(tmp_path / "3", tiny_model_dir)
     write_selected(run3, [], raw=gzip.compress(b""))
-    with pytest.raises(TrainerError, match="no groups in the file"):
+    with pytest.raises(TrainerError, match="no learning signal: the flywheel selected no group") as empty:
         train_round(run3, 1)
+    assert empty.value.code == 3
 
 
 def test_no_learning_signal_writes_no_checkpoint(tmp_path, tiny_model_dir, tokenizer):

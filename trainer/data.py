@@ -50,7 +50,7 @@ def check_group(g, where: str) -> None:
             raise TrainerError(f"{where} (group {gid}): 'kept' index {k!r} out of range")
 
 
-def parse_groups(data: bytes, source: str) -> list[dict]:
+def parse_groups(data: bytes, source: str, allow_empty: bool = False) -> list[dict]:
     """Decode one `groups.jsonl.gz`, checking every record."""
     try:
         text = gzip.decompress(data)
@@ -66,7 +66,7 @@ def parse_groups(data: bytes, source: str) -> list[dict]:
             raise TrainerError(f"{source}: record {n} is not valid JSON ({exc})") from None
         check_group(g, f"{source}: record {n}")
         out.append(g)
-    if not out:
+    if not out and not allow_empty:
         raise TrainerError(f"{source}: no groups in the file")
     return out
 
@@ -82,5 +82,12 @@ def load_groups(run: SelfEmoRun, round_: int) -> list[dict]:
     groups = []
     for name in shards:
         prefix = f"{base}/{name}"
-        groups += parse_groups(store.open_committed(prefix).get_bytes(GROUPS), store.uri_for(f"{prefix}/{GROUPS}"))
+        # an empty shard is a legitimate flywheel outcome: nothing passed the filter
+        groups += parse_groups(store.open_committed(prefix).get_bytes(GROUPS), store.uri_for(f"{prefix}/{GROUPS}"),
+                               allow_empty=True)
+    if not groups:
+        raise TrainerError(f"{store.uri_for(base)}: round {round_}: no learning signal: the flywheel selected no group "
+                           f"in {len(shards)} shard(s) (no candidate reached flywheel.rewardThreshold and no group had "
+                           "reward spread); no checkpoint written. Lower flywheel.rewardThreshold or raise selfPlay.groupSize.",
+                           EXIT_NO_SIGNAL)
     return groups
