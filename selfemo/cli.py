@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "selfemo.models",
     "selfemo.selfcheck",
     "selfemo.run_cli",
+    "selfemo.report_cli",
 )
 
 

@@ -18,6 +18,11 @@ def register(sub) -> None:
                    help="children (generator shards, …) alive at once; default 1 on a laptop")
     p.add_argument("--logs-dir", default=None,
                    help="where each child's log goes (default: <run dir>/logs for a local store, ./selfemo-logs for S3)")
+    p.add_argument("--store", default=None, metavar="DIR_OR_URI",
+                   help="artefact store root instead of spec.storage.uri (a directory, file:///abs or s3://bucket/prefix)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="resolve each dataset whose uri is a relative path as DIR/<its last component> "
+                        "(e.g. --data-dir /data/erc for uri ../shared/erc/meld → /data/erc/meld)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
     p.set_defaults(func=_run)
 
@@ -27,17 +32,62 @@ def _run(args) -> int:
 
     try:
         run = load_run(args.run_file)
+        if args.store or args.data_dir:
+            run = with_overrides(run, store=args.store, data_dir=args.data_dir)
     except RunFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from selfemo.operator.local import EXIT_CODES, LocalExecutor
 
-    executor = LocalExecutor(run, args.run_file, logs_dir=args.logs_dir, max_parallel=args.max_parallel,
+    config = args.run_file
+    if args.store or args.data_dir:
+        config = _write_effective(run, args.logs_dir)
+    executor = LocalExecutor(run, config, logs_dir=args.logs_dir, max_parallel=args.max_parallel,
                              poll_seconds=args.poll)
     print(f"run {run.metadata.namespace}/{run.metadata.name}: artefacts in {executor.layout.uri}", file=sys.stderr)
     status = executor.run_to_end()
     print(format_summary(status))
     return EXIT_CODES.get(status.phase, 1)
+
+
+def with_overrides(run, *, store: str | None, data_dir: str | None):
+    """The run with its store and/or relative dataset paths replaced (validated again)."""
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from selfemo.runfile import RunFileError, check_manifest
+
+    doc = run.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc.pop("status", None)
+    if store:
+        doc["spec"]["storage"]["uri"] = store if urlsplit(store).scheme else str(Path(store).resolve())
+    if data_dir:
+        for group in ("train", "eval"):
+            for ref in doc["spec"]["datasets"].get(group, []):
+                if not urlsplit(ref["uri"]).scheme and not Path(ref["uri"]).is_absolute():
+                    ref["uri"] = str(Path(data_dir).resolve() / Path(ref["uri"]).name)
+    new, problems = check_manifest(doc)
+    if new is None:
+        raise RunFileError("command-line overrides", problems)
+    return new
+
+
+def _write_effective(run, logs_dir: str | None) -> str:
+    """Children read a file: write the overridden run where its logs go."""
+    from pathlib import Path
+
+    import yaml
+
+    from selfemo.operator.local import default_logs_dir
+    from selfemo.policy import run_layout
+
+    folder = Path(logs_dir) if logs_dir else default_logs_dir(run, run_layout(run).uri)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "effective-run.yaml"
+    doc = run.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc.pop("status", None)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
 
 
 def format_summary(status) -> str:

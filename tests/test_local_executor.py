@@ -122,3 +122,31 @@ def test_max_parallel_bounds_live_children(tmp_path, monkeypatch):
         peak = max(peak, sum(1 for c in ex.children.values() if c.proc.poll() is None))
     assert ex.status.phase == Phase.succeeded
     assert peak == 1
+
+
+def test_status_and_report_read_a_finished_run(tmp_path, monkeypatch, capsys):
+    from selfemo.cli import main
+
+    path = write_run(tmp_path)
+    executor(tmp_path, path, monkeypatch, []).run_to_end()
+    run_dir = tmp_path / "runs/default/exec-test"
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "phase Succeeded, best round 2 (mean weighted-F1 12.00)" in out
+    assert main(["report", str(run_dir)]) == 0
+    report = (run_dir / "report/report.md").read_text()
+    assert "| 2 | 12.00 / 12.00 | 12.00 / 12.00 | 16 | 6 | 0.500 |" in report
+    for png in ("wf1.png", "flywheel.png"):
+        assert (run_dir / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_store_and_data_dir_overrides_are_validated_and_applied(tmp_path):
+    from selfemo.run_cli import with_overrides
+
+    run = load_run(write_run(tmp_path, datasets={"train": [{"name": "meld", "format": "meld", "uri": "../shared/erc/meld"}]}))
+    new = with_overrides(run, store=str(tmp_path / "elsewhere"), data_dir="/data/erc")
+    assert new.spec.storage.uri == str(tmp_path / "elsewhere")
+    assert new.spec.datasets.train[0].uri == "/data/erc/meld"
+    assert with_overrides(run, store="s3://bucket/p", data_dir=None).spec.storage.uri == "s3://bucket/p"

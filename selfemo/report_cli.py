@@ -1,0 +1,144 @@
+"""`selfemo status` and `selfemo report`: what a run did, read from its directory.
+
+Both read only what the run committed (`status.json` beside the run, each
+round's `eval/metrics.json` and `selected/*/summary.json`), so they work on a
+finished run, on a running one, and on a copy of a cluster run's store.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    s = sub.add_parser("status", help="print a run's phase, best round and per-round scores")
+    s.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=_status)
+    r = sub.add_parser("report", help="write PNG plots and a Markdown summary of a run")
+    r.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
+    r.add_argument("-o", "--out", default=None, help="output folder (default: DIR/report)")
+    r.set_defaults(func=_report)
+
+
+def read_run(run_dir: Path):
+    """(status, {round: eval metrics}, {round: flywheel totals}) of a local run directory."""
+    from selfemo.operator.store_observer import read_store_state
+    from selfemo.status import RunStatus
+    from selfemo.store import open_store
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    store = open_store(str(run_dir.resolve()))
+    status = RunStatus()
+    if store.exists("status.json"):
+        status = RunStatus.model_validate(json.loads(store.get_bytes("status.json")))
+    state = read_store_state(store)
+    if not store.exists("status.json") and not state.committed:
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no status.json and no committed output)")
+    return status, state.eval_metrics, state.flywheel
+
+
+def _status(args) -> int:
+    from selfemo.run_cli import format_summary
+
+    try:
+        status, _, _ = read_run(Path(args.run_dir))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(status.model_dump_json(by_alias=True, indent=2) if args.json else format_summary(status))
+    return 0
+
+
+def _report(args) -> int:
+    run_dir = Path(args.run_dir)
+    try:
+        status, evals, flywheel = read_run(run_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_report(status, evals, flywheel, out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def score_table(evals: dict[int, dict]) -> tuple[list[str], list[tuple[int, dict[str, float], dict[str, float]]]]:
+    """Dataset names and, per round, weighted-F1 and accuracy per dataset (and `mean`)."""
+    names = sorted({n for m in evals.values() for n in m.get("datasets", {})})
+    rows = []
+    for r in sorted(evals):
+        ds = evals[r].get("datasets", {})
+        wf1 = {n: float(ds[n]["weighted_f1"]) for n in names if n in ds}
+        acc = {n: float(ds[n]["accuracy"]) for n in names if n in ds}
+        mean = evals[r].get("mean") or {}
+        if "weighted_f1" in mean:
+            wf1["mean"], acc["mean"] = float(mean["weighted_f1"]), float(mean.get("accuracy", float("nan")))
+        rows.append((r, wf1, acc))
+    return names, rows
+
+
+def write_report(status, evals: dict[int, dict], flywheel: dict[int, dict], out: Path) -> list[Path]:
+    """`wf1.png`, `flywheel.png` and `report.md` in ``out``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    names, rows = score_table(evals)
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in [*names, "mean"]:
+        pts = [(r, wf1[n]) for r, wf1, _ in rows if n in wf1]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n, linewidth=2.5 if n == "mean" else 1.5)
+    ax.set(xlabel="round (0 = base model)", ylabel="weighted-F1 (points)", title="Evaluation per round")
+    ax.grid(alpha=0.3)
+    if rows:
+        ax.legend()
+        ax.set_xticks([r for r, _, _ in rows])
+    fig.tight_layout()
+    written.append(out / "wf1.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    fly = sorted(flywheel)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if fly:
+        ax.plot(fly, [flywheel[r]["mean_reward"] or 0.0 for r in fly], marker="o", label="mean reward")
+        ax.plot(fly, [flywheel[r]["kept"] / flywheel[r]["candidates"] if flywheel[r]["candidates"] else 0.0 for r in fly],
+                marker="s", label="kept ratio")
+        ax.set_xticks(fly)
+        ax.legend()
+    ax.set(xlabel="round", title="Flywheel per round")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out / "flywheel.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    written.append(out / "report.md")
+    written[-1].write_text(markdown(status, names, rows, flywheel))
+    return written
+
+
+def markdown(status, names: list[str], rows, flywheel: dict[int, dict]) -> str:
+    best = "-" if status.best_weighted_f1 is None else f"{status.best_weighted_f1:.2f}"
+    lines = ["# Run report", "", f"Phase **{status.phase.value}**, best round {status.best_round} "
+             f"(mean weighted-F1 {best}).", ""]
+    if status.message:
+        lines += [status.message, ""]
+    cols = [*names, "mean"]
+    lines += ["| round | " + " | ".join(f"{c} W-F1 / acc" for c in cols) + " | generated | kept | mean reward |",
+              "|---:|" + "---:|" * (len(cols) + 3)]
+    for r, wf1, acc in rows:
+        cells = [f"{wf1[c]:.2f} / {acc[c]:.2f}" if c in wf1 else "-" for c in cols]
+        f = flywheel.get(r, {})
+        reward = "-" if f.get("mean_reward") is None else f"{f['mean_reward']:.3f}"
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {f.get('candidates', '-')} | {f.get('kept', '-')} | {reward} |")
+    lines += ["", "![weighted-F1 per round](wf1.png)", "", "![flywheel per round](flywheel.png)", ""]
+    return "\n".join(lines)
