@@ -124,7 +124,10 @@ class LocalExecutor:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{intent.name}.log"
         argv = [self.python, *component_args(intent, self.config_path)]
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        # OpenMP threads that spin while waiting make torch several times slower
+        # as soon as anything else runs on a laptop's few cores (measured here:
+        # 0.24 vs 0.60 utterances/s scoring with 2 threads on a busy 2-core box)
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as fh:
             fh.write(f"\n{HEADER}{datetime.now(timezone.utc).isoformat()} {' '.join(argv)}\n".encode())
             fh.flush()
