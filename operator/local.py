@@ -174,6 +174,8 @@ class LocalExecutor:
         self._last_beat = now
         alive = [c for c in self.children.values() if c.proc.poll() is None]
         where = f"round {self.status.round} {self.status.phase.value}"
+        if self.status.best_weighted_f1 is not None:
+            where += f" (best mean W-F1 {self.status.best_weighted_f1:.2f}, round {self.status.best_round})"
         if not alive:
             self.echo(where)
         for c in alive:
