@@ -9,7 +9,6 @@ run name, so they share the operator without interfering.
 """
 from __future__ import annotations
 
-import json
 import threading
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -20,13 +19,11 @@ import yaml
 
 from selfemo.operator.children import BuilderSettings
 from selfemo.operator.kopf_app import OperatorApp, OperatorConfig, load_kube_configuration
-from selfemo.policy import open_run_store
-from selfemo.runfile import check_manifest
 from support.kube import KubeServer, wait_for
+from support.kubelet import commit, finish_job, metrics_json, run_doc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[1]
 NS = "default"
 RUNS = f"/apis/selfemo.dev/v1alpha1/namespaces/{NS}/selfemoruns"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
@@ -68,10 +65,7 @@ class Operator:
         return {o["metadata"]["name"]: o for o in self.kube.list(path, f"selfemo.dev/run={name}")}
 
     def kubelet_finish(self, job: str, ok: bool, message: str = "") -> None:
-        """What the Job controller writes when the pod ends."""
-        cond = {"type": "Complete", "status": "True"} if ok else \
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}
-        self.kube.patch(f"{JOBS}/{job}/status", {"status": {"conditions": [cond], "succeeded" if ok else "failed": 1}})
+        finish_job(self.kube, job, ok, message, NS)
 
     def events(self, name: str) -> list[dict]:
         return [e for e in self.kube.list(EVENTS) if e.get("involvedObject", {}).get("name") == name]
@@ -97,34 +91,6 @@ def operator(tmp_path_factory) -> Operator:
         stop.set()
         thread.join(30)
         server.stop()
-
-
-def run_doc(name: str, store: Path, **spec) -> dict:
-    """examples/quickstart.yaml renamed, with its store in ``store`` and
-    spec sections replaced (one level deep)."""
-    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
-    doc["metadata"] = {"name": name, "namespace": NS}
-    doc["spec"]["storage"] = {"uri": f"file://{store}"}
-    for group in ("train", "eval"):
-        for ref in doc["spec"]["datasets"][group]:
-            ref["uri"] = f"/data/erc/{ref['name']}"
-    for key, value in spec.items():
-        base = doc["spec"].get(key)
-        doc["spec"][key] = {**base, **value} if isinstance(value, dict) and isinstance(base, dict) else value
-    return doc
-
-
-def commit(doc: dict, prefix: str, files: dict[str, object]) -> None:
-    """Commit ``prefix`` in the run's store the way a component does (files, then `_SUCCESS`)."""
-    run, problems = check_manifest(doc)
-    assert run is not None, problems
-    with open_run_store(run).commit(prefix) as out:
-        for name, content in files.items():
-            out.put_bytes(name, json.dumps(content).encode())
-
-
-def metrics_json(score: float) -> dict:
-    return {"datasets": {"meld": {"weighted_f1": score, "accuracy": score}}, "mean": {"weighted_f1": score, "accuracy": score}}
 
 
 def condition(status: dict, type_: str) -> dict:

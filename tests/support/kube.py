@@ -16,6 +16,11 @@ adds it here, in the tests, never in the product:
   resource (kmock 0.8 reads `namespaces` as the start of a namespaced path
   and fails; kopf lists namespaces to learn which watched ones exist).
 
+Every write (POST/PUT/PATCH/DELETE) is also logged in `Emulator.writes` as a
+:class:`Write` with its wall time and whether it came from the tests' own
+:class:`KubeClient` (User-Agent `selfemo-tests`), so a benchmark can count
+the operator's writes and time its reactions.
+
 The server runs its own event loop in a daemon thread, so sync tests and an
 operator thread (kopf has its own loop) can use it together; tests talk to
 it over HTTP with :class:`KubeClient`, the same way the operator does.
@@ -53,6 +58,23 @@ BUILTIN = {
     "batch/v1/jobs": "Job",
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+TEST_USER_AGENT = "selfemo-tests"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@attrs.frozen
+class Write:
+    """One write request the emulator served (logged before it is handled)."""
+
+    time: float  # time.time()
+    method: str
+    resource: str  # plural, e.g. "jobs"
+    namespace: str | None
+    name: str | None  # for a create, the name in the body
+    subresource: str | None
+    labels: dict  # of the created object; empty for other writes
+    phase: str | None  # status.phase in the body, if any (a run's status patch)
+    by_tests: bool  # sent by KubeClient (the tests' kubectl/kubelet), not by the operator
 
 
 _kmock_parse_path = parsing.parse_path
@@ -97,6 +119,7 @@ class Emulator(kmock.KubernetesEmulator):
 
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     last_version: int = attrs.field(default=0, init=False)
+    writes: list = attrs.field(factory=list, init=False)
 
     def _next_version(self) -> str:
         self.last_version = next(self._versions)
@@ -106,7 +129,23 @@ class Emulator(kmock.KubernetesEmulator):
         obj = self.objects._objects.get((request.resource, request.namespace, request.name))
         return None if obj is None or obj.deleted else obj
 
+    def _log_write(self, request) -> None:
+        method = str(getattr(request.method, "value", request.method) or "").upper()
+        if method not in WRITE_METHODS or request.resource is None:
+            return
+        meta = request.data.get("metadata") if isinstance(request.data, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        creating = request.action == enums.action.CREATE
+        status = request.data.get("status") if isinstance(request.data, dict) else None
+        self.writes.append(Write(
+            time=time.time(), method=method, resource=str(request.resource.plural), namespace=request.namespace,
+            name=request.name or meta.get("name") or meta.get("generateName"), subresource=request.subresource,
+            labels=dict(meta.get("labels") or {}) if creating else {},
+            phase=status.get("phase") if isinstance(status, dict) else None,
+            by_tests=(request.headers or {}).get("User-Agent", "") == TEST_USER_AGENT))
+
     async def _handle(self, request):
+        self._log_write(request)
         if request.resource is not None:
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
@@ -245,7 +284,8 @@ class KubeClient:
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+                                     headers={"Content-Type": content_type, "Accept": "application/json",
+                                              "User-Agent": TEST_USER_AGENT})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 raw = resp.read()

@@ -1,0 +1,220 @@
+"""The operator at scale: N concurrent SelfEmoRuns against the Kubernetes API emulator.
+
+    .venv/bin/python bench/operator.py [--runs 200] [--rounds 2] [--shards 2] [--interval 10]
+
+1. Starts the kmock API emulator (tests/support/kube.py) in this process
+   with the SelfEmoRun CRD, and the real operator as a subprocess
+   (`python -m selfemo.operator --kubeconfig …`), so its peak RSS (VmHWM)
+   and CPU time are its own.
+2. Starts the test kubelet (tests/support/kubelet.py): every Job and
+   Deployment the operator creates is completed at once — store markers
+   committed into a `file://` store under a temp dir, Jobs marked Complete.
+3. Creates N runs at once (the quickstart manifest with `--rounds` rounds
+   and `--shards` generator shards) and waits until all are Succeeded.
+
+Prints: wall time from the first create until the last run's status says
+Succeeded; the operator's API writes (POST/PUT/PATCH/DELETE it sent, as
+logged by the emulator) per round per run, rounds counting the baseline
+evaluation (round 0); latency from a child's completion (the kubelet's
+clock, after its last write) to the status patch that moves that run to the
+next phase (trainer → Evaluating, evaluator → Generating/Succeeded, the last
+shard of a round → Training), p50/p95/max; the operator's peak RSS; and
+each goal (≤ 20 writes per round per run, p95 ≤ 2 s, RSS ≤ 300 MB) met or not.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.kube import KubeServer  # noqa: E402
+from support.kubelet import NS, Kubelet, run_doc, runs_path  # noqa: E402
+
+GOAL_WRITES, GOAL_P95, GOAL_RSS_MB = 20.0, 2.0, 300.0
+NEXT_PHASE = {"trainer": ("Evaluating",), "evaluator": ("Generating", "Succeeded"), "generator": ("Training",)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(":", 1) for line in lines if ":" in line)
+
+
+def kib(value: str) -> float:
+    return float(value.split()[0]) if value else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def phase_latencies(completions, writes) -> tuple[list[float], list[tuple]]:
+    """For each completion that ends a phase, seconds until the operator's
+    status patch moving that run on; plus the completions never followed."""
+    patches: dict[str, list] = collections.defaultdict(list)
+    for w in writes:
+        if not w.by_tests and w.resource == "selfemoruns" and w.subresource == "status" and w.phase:
+            patches[w.name].append(w)
+    # Of a round's shards, only the one completed last ends the Generating phase.
+    last_shard: dict[tuple[str, int], object] = {}
+    for c in completions:
+        if c.kind == "generator" and (c.run, c.round) not in last_shard or \
+                c.kind == "generator" and c.time > last_shard[(c.run, c.round)].time:
+            last_shard[(c.run, c.round)] = c
+    enders = [c for c in completions if c.kind != "generator"] + list(last_shard.values())
+    latencies, missing = [], []
+    for c in enders:
+        nxt = next((w for w in patches[c.run] if w.time >= c.time and w.phase in NEXT_PHASE[c.kind]), None)
+        if nxt is None:
+            missing.append((c.run, c.child))
+        else:
+            latencies.append(nxt.time - c.time)
+    return latencies, missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--interval", type=float, default=10.0, help="the operator's --interval (its default: 10 s)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (operator log, store)")
+    args = p.parse_args(argv)
+
+    from selfemo.crd import crd
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    server = KubeServer([crd()]).start()
+    kube = server.client()
+    kubeconfig = server.kubeconfig(tmp / "kubeconfig")
+    kubelet = Kubelet(server.client()).start()
+    port = free_port()
+    log_path = tmp / "operator.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "selfemo.operator", "--kubeconfig", str(kubeconfig), "-n", NS,
+             "--metrics-port", str(port), "--interval", str(args.interval)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    if resp.read() == b"ok\n":
+                        break
+            except OSError:
+                pass
+            if operator.poll() is not None or time.monotonic() > deadline:
+                print(log_path.read_text()[-3000:], file=sys.stderr)
+                raise SystemExit("the operator did not become healthy")
+            time.sleep(0.2)
+        rss_idle = kib(proc_status(operator.pid).get("VmRSS", ""))
+        cpu_idle = cpu_seconds(operator.pid)
+
+        names = [f"bench-{i:04d}" for i in range(args.runs)]
+        docs = [run_doc(n, tmp / "store", flywheel={"rounds": args.rounds},
+                        resources={"generator": {"shards": args.shards, "gpus": 0}}) for n in names]
+        start = time.time()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda d: kube.create(runs_path(), d), docs))
+        created = time.time()
+        print(f"created {args.runs} runs in {created - start:.1f} s; waiting for Succeeded …", flush=True)
+
+        phases: collections.Counter = collections.Counter()
+        last_report = 0.0
+        while True:
+            phases = collections.Counter(((r.get("status") or {}).get("phase") or "Pending") for r in kube.list(runs_path()))
+            if phases.get("Succeeded", 0) == args.runs or sum(phases[p] for p in ("Succeeded", "Failed")) == args.runs:
+                break
+            if time.time() - start > args.timeout:
+                print(f"TIMEOUT after {args.timeout:g} s: {dict(phases)}", flush=True)
+                break
+            if time.time() - last_report > 15:
+                last_report = time.time()
+                print(f"  t={time.time() - start:6.1f}s {dict(sorted(phases.items()))}", flush=True)
+            time.sleep(0.5)
+        status = proc_status(operator.pid)
+        cpu = cpu_seconds(operator.pid) - cpu_idle
+    finally:
+        if operator.poll() is None:
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        kubelet.stop()
+
+    writes = list(server.emulator.writes)
+    server.stop()
+    ops = [w for w in writes if not w.by_tests]
+    succeeded = [w.time for w in ops if w.resource == "selfemoruns" and w.phase == "Succeeded"]
+    wall = (max(succeeded) - start) if len(succeeded) >= phases.get("Succeeded", 0) and succeeded else float("nan")
+    per_round_run = len(ops) / (args.runs * (args.rounds + 1))
+    latencies, missing = phase_latencies(kubelet.completions, writes)
+    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    peak_mb = kib(status.get("VmHWM", "")) / 1024
+    kinds = collections.Counter(f"{w.method} {w.resource}{'/' + w.subresource if w.subresource else ''}" for w in ops)
+
+    print()
+    print(f"runs {args.runs}, rounds {args.rounds} (+ baseline eval), shards {args.shards}, operator --interval {args.interval:g}")
+    print(f"phases at the end: {dict(sorted(phases.items()))}; kubelet completions {len(kubelet.completions)}, "
+          f"kubelet errors {len(kubelet.errors)}")
+    print(f"wall time until all Succeeded: {wall:.1f} s")
+    print(f"operator API writes: {len(ops)} = {per_round_run:.1f} per round per run")
+    for kind, n in kinds.most_common():
+        print(f"    {kind:40s} {n:6d}  ({n / (args.runs * (args.rounds + 1)):.2f} per round per run)")
+    print(f"child completion -> next phase: n={len(latencies)} p50 {p50:.2f} s, p95 {p95:.2f} s, "
+          f"max {max(latencies, default=float('nan')):.2f} s, mean {statistics.fmean(latencies) if latencies else float('nan'):.2f} s"
+          + (f"; {len(missing)} never followed" if missing else ""))
+    print(f"operator peak RSS (VmHWM) {peak_mb:.0f} MB (idle {rss_idle / 1024:.0f} MB); CPU {cpu:.0f} s during the run")
+    goals = [
+        (f"writes per round per run <= {GOAL_WRITES:g}", per_round_run <= GOAL_WRITES),
+        (f"p95 completion -> next phase <= {GOAL_P95:g} s", p95 <= GOAL_P95),
+        (f"peak RSS <= {GOAL_RSS_MB:g} MB", peak_mb <= GOAL_RSS_MB),
+        ("all runs Succeeded", phases.get("Succeeded", 0) == args.runs),
+    ]
+    for what, ok in goals:
+        print(f"goal {what}: {'met' if ok else 'NOT met'}")
+    if kubelet.errors:
+        print("kubelet errors (first 5):", *kubelet.errors[:5], sep="\n  ")
+    if args.keep:
+        print(f"kept {tmp} (operator.log, store/)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if all(ok for _, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
