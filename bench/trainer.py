@@ -48,9 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 ERC = Path(os.environ.get("SELFEMO_ERC_DIR", REPO.parent / "shared" / "erc"))
 
 
-def run_doc(store: Path, name: str, n_prompts: int, g: int, **training) -> dict:
+def run_doc(store: Path, name: str, n_prompts: int, g: int, base: str = "smollm2-135m-instruct", **training) -> dict:
     return {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": name},
-            "spec": {"model": {"base": "smollm2-135m-instruct", "dtype": "bfloat16"},
+            "spec": {"model": {"base": base, "dtype": "bfloat16"},
                      "datasets": {"train": [{"name": "meld", "format": "meld", "uri": str(ERC / "meld")}],
                                   "eval": [{"name": "meld", "format": "meld", "uri": str(ERC / "meld")}]},
                      "selfPlay": {"tasks": ["recognition"], "groupSize": g, "maxTurns": 0, "contextTurns": 4,
@@ -85,13 +85,13 @@ def real_groups(store: Path, n_groups: int, g: int) -> list[dict]:
     return groups[:n_groups]
 
 
-def ours(store: Path, groups: list[dict], g: int) -> dict:
+def ours(store: Path, groups: list[dict], g: int, model_path: str) -> dict:
     from selfemo.generator.rollout import encode_jsonl_gz
     from selfemo.policy import open_run_store, run_layout
     from selfemo.trainer.loop import train_round
 
     name = f"bench-ours-{int(time.time())}"
-    run = load(run_doc(store, name, len(groups), g))
+    run = load(run_doc(store, name, len(groups), g, base=model_path))
     with open_run_store(run).commit(f"{run_layout(run).selected(1)}/shard-00000-of-00001") as out:
         out.put_bytes("groups.jsonl.gz", encode_jsonl_gz([{**x, "grpo": True} for x in groups]))
     s = train_round(run, 1)
@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--store", default=str(Path.home() / ".cache" / "selfemo" / "bench" / "trainer-store"))
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--model", default="", help="train this checkpoint instead (same tokenizer), e.g. the tiny test model")
     args = ap.parse_args()
     import logging
 
@@ -205,7 +206,7 @@ def main() -> None:
 
     from selfemo.models import DEFAULT_MODEL, pull_model
 
-    model_path = str(pull_model(DEFAULT_MODEL))
+    model_path = args.model or str(pull_model(DEFAULT_MODEL))  # the rollout always uses the built-in model
     store = Path(args.store)
     store.mkdir(parents=True, exist_ok=True)
     groups = real_groups(store, args.groups, args.group_size)
@@ -215,7 +216,7 @@ def main() -> None:
 
     compute = compute_dtype("bfloat16")  # float32 on a CPU without native bf16, for ours and TRL alike
     peak = matmul_peak(args.threads, getattr(torch, compute))
-    a = ours(store, groups, args.group_size)
+    a = ours(store, groups, args.group_size, model_path)
     a["mfu"] = model_flops(model_path, groups, tok, True) / a["seconds"] / (peak * 1e9)
     result = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
               "groups": len(groups), "group_size": args.group_size, "sequences": len(groups) * args.group_size,
