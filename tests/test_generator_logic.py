@@ -192,17 +192,18 @@ def test_self_play_records_rewards_and_synthetic_turns(erc_dir, quick_run):
 def test_rollout_resumes_without_loss_or_duplicates(quick_run):
     from selfemo.generator import rollout
 
-    full = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=ScriptedBackend())
+    full = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=4, backend=ScriptedBackend())
     store = rollout.open_run_store(quick_run)
     keys = rollout.ShardKeys(1, 0, 2)
     want = rollout.decode_jsonl_gz(store.open_committed(keys.trajectories).get_bytes(rollout.GROUPS))
     store.delete("round-001")
 
-    partial = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=ScriptedBackend(), stop_after_chunks=2)
+    assert full["generation"]["chunks"] > 2, "the shard needs more chunks than the run stops after"
+    partial = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=4, backend=ScriptedBackend(), stop_after_chunks=2)
     assert partial == {"complete": False}
     assert not store.is_committed(keys.trajectories) and store.is_committed(keys.chunk(1))
     resumed_backend = ScriptedBackend()
-    again = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=resumed_backend)
+    again = rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=4, backend=resumed_backend)
     got = rollout.decode_jsonl_gz(store.open_committed(keys.trajectories).get_bytes(rollout.GROUPS))
     assert got == want
     assert len({r["id"] for r in got}) == len(got)
@@ -210,7 +211,7 @@ def test_rollout_resumes_without_loss_or_duplicates(quick_run):
     assert {k: v for k, v in again.items() if k != "generation"} == {k: v for k, v in full.items() if k != "generation"}
     assert not store.list(keys.work + "/"), "chunk scratch space is removed after the shard commits"
     # a finished shard is not redone
-    assert rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=8, backend=None)["groups"] == full["groups"]
+    assert rollout.rollout_shard(quick_run, 1, 0, 2, chunk_size=4, backend=None)["groups"] == full["groups"]
 
 
 def test_parse_shard():
