@@ -4,8 +4,8 @@
 
 The same MELD-train recognition prompts (rendered with the model's chat
 template), G samples each, the built-in SmolLM2-135M-Instruct, float32, on
-this machine, in one process and one run (bfloat16 by default: on this
-CPU bf16 matmuls are ~4x faster than fp32):
+this machine, in one process and one run (float32 by default: this CPU has
+no native bf16, where bf16 linears run ~6x slower than fp32):
 
   (a) raw `vllm.LLM.generate` on the rendered prompts (the peer);
   (b) our pipeline on the vLLM backend: prompt building, chat rendering,
