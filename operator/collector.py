@@ -104,6 +104,18 @@ class RunCollector(Collector):
             "selfemo_phase_duration_seconds", "Seconds spent per phase over the run so far (the current phase included).",
             labels=LABELS + ["phase"],
         )
+        best = GaugeMetricFamily("selfemo_run_best_weighted_f1", "Best mean eval weighted-F1 (0-100) so far.", labels=LABELS)
+        best_round = GaugeMetricFamily("selfemo_run_best_round", "Round with the best mean eval weighted-F1 (0: the base model).", labels=LABELS)
+        since_best = GaugeMetricFamily(
+            "selfemo_run_rounds_since_best", "Evaluated rounds after the best one (0: the latest evaluated round is the best).", labels=LABELS
+        )
+        round_f1 = GaugeMetricFamily(
+            "selfemo_round_weighted_f1", "Weighted-F1 (0-100) of every evaluated round, per dataset and mean.", labels=LABELS + ["round", "dataset"]
+        )
+        round_ec = GaugeMetricFamily(
+            "selfemo_round_expression_consistency", "Expression consistency (mean sIoU, 0-1) of every evaluated round, per dataset and mean.",
+            labels=LABELS + ["round", "dataset"],
+        )
         failures = CounterMetricFamily("selfemo_child_failures", "Child failures counted by the operator, per kind.", labels=LABELS + ["kind"])
         errors = CounterMetricFamily("selfemo_reconcile_errors", "Reconciles that raised.", labels=LABELS)
         now = self.clock()
@@ -119,6 +131,15 @@ class RunCollector(Collector):
                 latest = max(evaluated, key=lambda r: r.round)
                 for dataset, value in sorted(latest.eval.items()):
                     f1.add_metric(key + [dataset], value)
+                best_round.add_metric(key, st.best_round)
+                since_best.add_metric(key, max(0, latest.round - st.best_round))
+            if st.best_weighted_f1 is not None:
+                best.add_metric(key, st.best_weighted_f1)
+            for r in sorted(evaluated, key=lambda r: r.round):
+                for dataset, value in sorted(r.eval.items()):
+                    round_f1.add_metric(key + [str(r.round), dataset], value)
+                for dataset, value in sorted(r.expression_consistency.items()):
+                    round_ec.add_metric(key + [str(r.round), dataset], value)
             generated = [r for r in st.rounds if r.samples_generated or r.mean_reward is not None]
             if generated:
                 latest = max(generated, key=lambda r: r.round)
@@ -144,4 +165,4 @@ class RunCollector(Collector):
                 failures.add_metric(key + [kind], count)
             errors.add_metric(key, entry.reconcile_errors)
 
-        yield from (round_, phase, f1, samples, reward, durations, failures, errors)
+        yield from (round_, phase, f1, best, best_round, since_best, round_f1, round_ec, samples, reward, durations, failures, errors)

@@ -169,6 +169,17 @@ def eval_scores(metrics: dict) -> dict[str, float]:
     return scores
 
 
+def expression_scores(metrics: dict) -> dict[str, float]:
+    """Expression consistency (mean sIoU, 0–1) per dataset plus `mean`, as
+    `rounds[].expressionConsistency` holds them; unscored datasets left out."""
+    scores = {}
+    for name, value in (metrics.get("expression_consistency") or {}).items():
+        value = value.get("mean_siou") if isinstance(value, dict) else value
+        if value is not None:
+            scores[name] = float(value)
+    return scores
+
+
 # --------------------------------------------------------------------------- the machine
 
 
@@ -304,6 +315,7 @@ class _Step:
     def finish_round(self, r: int, metrics: dict) -> None:
         entry = self.round_entry(r)
         entry.eval = eval_scores(metrics)
+        entry.expression_consistency = expression_scores(metrics)
         if r > 0:
             self.record_flywheel(r)
             entry.checkpoint = self.checkpoint_uri(r)

@@ -52,6 +52,9 @@ class RoundStatus(_StatusModel):
     samples_kept: int = Field(0, description="Candidates kept by the flywheel filter.")
     mean_reward: float | None = Field(None, description="Mean total reward of the generated candidates.")
     eval: dict[str, float] = Field(default_factory=dict, description="Weighted-F1 (0–100) per evaluation dataset and `mean`.")
+    expression_consistency: dict[str, float] = Field(
+        default_factory=dict, description="Expression consistency (mean sIoU, 0–1) per evaluation dataset and `mean`."
+    )
     checkpoint: str = Field("", description="Store URI of the round's checkpoint.")
 
 

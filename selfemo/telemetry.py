@@ -47,6 +47,7 @@ class TrainerMetrics:
         self.learning_rate = Gauge(f"{PREFIX}trainer_learning_rate", "Learning rate of the last step", registry=r)
         self.tokens_per_second = Gauge(f"{PREFIX}trainer_tokens_per_second", "Sequence tokens per second (all ranks) of the last step", registry=r)
         self.tokens = Counter(f"{PREFIX}trainer_tokens", "Sequence tokens trained on (all ranks)", registry=r)
+        self.samples = Counter(f"{PREFIX}trainer_samples", "Sequences trained on (all ranks; rate() is samples/s)", registry=r)
 
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry

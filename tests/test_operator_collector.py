@@ -99,3 +99,44 @@ def test_child_kind():
     assert child_kind("run-r1-train") == "trainer"
     assert child_kind("run-r0-eval") == "evaluator"
     assert child_kind("unrelated") is None
+
+
+def test_best_score_and_per_round_quality_series():
+    """What the dashboard's overview and per-round rows and the no-improvement alert read."""
+    st = status()
+    st.best_round, st.best_weighted_f1 = 1, 44.0
+    st.rounds[0].expression_consistency = {"meld": 0.25, "mean": 0.25}
+    st.rounds[1].expression_consistency = {"meld": 0.5, "mean": 0.5}
+    runs = RunRegistry()
+    runs.update("ns", "erc", None, st)
+    m = scrape(runs)
+    assert m[("selfemo_run_best_weighted_f1", lbl())] == 44.0
+    assert m[("selfemo_run_best_round", lbl())] == 1
+    assert m[("selfemo_run_rounds_since_best", lbl())] == 0
+    assert m[("selfemo_round_weighted_f1", lbl(round="0", dataset="meld"))] == 40.0
+    assert m[("selfemo_round_weighted_f1", lbl(round="1", dataset="mean"))] == 44.0
+    assert not any(n == "selfemo_round_weighted_f1" and ("round", "2") in k for n, k in m)  # not evaluated yet
+    assert m[("selfemo_round_expression_consistency", lbl(round="1", dataset="meld"))] == 0.5
+
+    # Two more flat rounds after the best: the alert's counter reads 2.
+    st.rounds[2].eval = {"meld": 43.0, "mean": 43.0}
+    st.rounds.append(RoundStatus(round=3, eval={"meld": 44.0, "mean": 44.0}))
+    runs.update("ns", "erc", None, st)
+    assert scrape(runs)[("selfemo_run_rounds_since_best", lbl())] == 2
+
+
+def test_a_run_without_scores_exports_no_best():
+    runs = RunRegistry()
+    runs.update("ns", "new", None, RunStatus())
+    names = {n for n, _ in scrape(runs)}
+    assert "selfemo_run_round" in names
+    assert not names & {"selfemo_run_best_weighted_f1", "selfemo_run_best_round", "selfemo_run_rounds_since_best",
+                        "selfemo_round_weighted_f1", "selfemo_round_expression_consistency"}
+
+
+def test_expression_scores_from_metrics_json():
+    from selfemo.operator.round import expression_scores
+
+    metrics = {"expression_consistency": {"meld": {"mean_siou": 0.4, "n": 10}, "iemocap": {"mean_siou": None}, "mean": 0.4}}
+    assert expression_scores(metrics) == {"meld": 0.4, "mean": 0.4}
+    assert expression_scores({"datasets": {}}) == {}

@@ -127,6 +127,7 @@ def test_sft_one_process_loss_falls_and_checkpoint_reloads(tmp_path, tiny_model_
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
     assert metrics.registry.get_sample_value("selfemo_trainer_steps_total", {"phase": "sft"}) == 12
+    assert metrics.registry.get_sample_value("selfemo_trainer_samples_total") == sum(s["samples"] for s in steps) > 0
     # idempotent: the committed round is not trained again
     assert train_round(run, 1)["skipped"] is True
     # the next round starts from this checkpoint (π_1) and trains on its own groups

@@ -294,6 +294,7 @@ class _Trainer:
         m.learning_rate.set(rec["lr"])
         m.tokens_per_second.set(rec["tokens_per_second"])
         m.tokens.inc(rec["tokens"])
+        m.samples.inc(rec["samples"])
         if self.env.is_main:
             log.info("step %d/%d %s loss %.4f reward %.3f kl %.4f clip %.3f grad-norm %.3f lr %.2e %.0f tok/s",
                      rec["step"], len(self.plan), rec["phase"], rec["loss"], rec["reward"], rec["kl"],
