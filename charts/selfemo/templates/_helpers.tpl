@@ -50,3 +50,43 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: selfemo
 {{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "selfemo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "selfemo.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The kopf peering object's name (--peering). */}}
+{{- define "selfemo.peeringName" -}}
+{{- default (include "selfemo.fullname" .) .Values.operator.peeringName }}
+{{- end }}
+
+{{/*
+The namespaces the operator watches when not cluster-wide: the listed ones,
+else the release namespace. Returned as a JSON list (fromJsonArray to use).
+*/}}
+{{- define "selfemo.watchNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- .Values.watch.namespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+An image reference from {repository, tag, digest}: the digest pins it when
+set, else the tag, else the chart's appVersion.
+Call: include "selfemo.image" (dict "image" .Values.images.operator "ctx" $)
+*/}}
+{{- define "selfemo.image" -}}
+{{- $img := .image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default .ctx.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
