@@ -19,7 +19,9 @@ adds it here, in the tests, never in the product:
 Every write (POST/PUT/PATCH/DELETE) is also logged in `Emulator.writes` as a
 :class:`Write` with its wall time and whether it came from the tests' own
 :class:`KubeClient` (User-Agent `selfemo-tests`), so a benchmark can count
-the operator's writes and time its reactions.
+the operator's writes and time its reactions; once handled, the entry gets
+the HTTP status answered and the `Emulator.on_write` hooks run (a test can
+react to a write, e.g. kill the operator right after a create succeeded).
 
 The server runs its own event loop in a daemon thread, so sync tests and an
 operator thread (kopf has its own loop) can use it together; tests talk to
@@ -75,6 +77,7 @@ class Write:
     labels: dict  # of the created object; empty for other writes
     phase: str | None  # status.phase in the body, if any (a run's status patch)
     by_tests: bool  # sent by KubeClient (the tests' kubectl/kubelet), not by the operator
+    status: int | None = None  # the HTTP status answered; None while the request is being handled
 
 
 _kmock_parse_path = parsing.parse_path
@@ -120,6 +123,11 @@ class Emulator(kmock.KubernetesEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     last_version: int = attrs.field(default=0, init=False)
     writes: list = attrs.field(factory=list, init=False)
+    on_write: list = attrs.field(factory=list, init=False)
+    """Callables ``f(write)`` run on the emulator's loop once a write has been
+    handled (the object stored) but before the answer is sent: a test can
+    SIGKILL the operator there, between the server's commit and the client
+    learning of it. They must not block."""
 
     def _next_version(self) -> str:
         self.last_version = next(self._versions)
@@ -129,10 +137,11 @@ class Emulator(kmock.KubernetesEmulator):
         obj = self.objects._objects.get((request.resource, request.namespace, request.name))
         return None if obj is None or obj.deleted else obj
 
-    def _log_write(self, request) -> None:
+    def _log_write(self, request) -> int | None:
+        """Append the write to ``writes``; its index there (None: not a write)."""
         method = str(getattr(request.method, "value", request.method) or "").upper()
         if method not in WRITE_METHODS or request.resource is None:
-            return
+            return None
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         creating = request.action == enums.action.CREATE
@@ -143,9 +152,26 @@ class Emulator(kmock.KubernetesEmulator):
             labels=dict(meta.get("labels") or {}) if creating else {},
             phase=status.get("phase") if isinstance(status, dict) else None,
             by_tests=(request.headers or {}).get("User-Agent", "") == TEST_USER_AGENT))
+        return len(self.writes) - 1
 
     async def _handle(self, request):
-        self._log_write(request)
+        index = self._log_write(request)
+        if index is None:
+            return await self._handle_write(request)
+        status = 500
+        try:
+            response = await self._handle_write(request)
+            status = getattr(response, "status", 200)
+            return response
+        except kmock.KubernetesError as exc:
+            status = exc.status
+            raise
+        finally:
+            write = self.writes[index] = attrs.evolve(self.writes[index], status=status)
+            for hook in list(self.on_write):
+                hook(write)
+
+    async def _handle_write(self, request):
         if request.resource is not None:
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
