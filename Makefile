@@ -7,12 +7,19 @@ BIN       := $(VENV)/bin
 PIP       := $(BIN)/python -m pip
 CONSTRAIN := -c requirements/cpu-constraints.txt
 STAMP     := $(VENV)/.selfemo-installed
+# checkov and hadolint (tests/test_chart.py, tests/test_images.py) in their own
+# venv: checkov pins boto3==1.35.49 and more, which clash with cpu-constraints.txt.
+TOOLS_VENV  ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.selfemo-tools-installed
+IMAGES      := operator generator trainer
+IMAGE_REPO  ?= ghcr.io/selfemo
+IMAGE_TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 ERC       ?= ../shared/erc
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lock clean
+.PHONY: setup run test bench lock clean images
 
-setup: $(STAMP)
+setup: $(STAMP) $(TOOLS_STAMP)
 
 # The install order matters (see ../shared/env/README.md for the facts):
 # 1. the CPU torch build lies on disk; asking for it first keeps anything later
@@ -30,6 +37,20 @@ $(STAMP): pyproject.toml requirements/cpu-constraints.txt
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
+$(TOOLS_STAMP): requirements/tools.txt requirements/tools-constraints.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PY) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements/tools.txt -c requirements/tools-constraints.txt
+	touch $(TOOLS_STAMP)
+
+# The container images (images/*.Dockerfile; the evaluator uses the generator's).
+# Needs a Docker engine; there is none on the CPU development machines.
+images:
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "make images: no Docker engine here (docker missing or its daemon unreachable); nothing built." >&2; \
+	  echo "  The Dockerfiles are linted by tests/test_images.py (hadolint)." >&2; exit 1; fi
+	for image in $(IMAGES); do \
+	  docker build -f images/$$image.Dockerfile -t $(IMAGE_REPO)/$$image:$(IMAGE_TAG) . || exit 1; done
+
 run: $(STAMP)
 	$(BIN)/selfemo selfcheck
 	$(BIN)/selfemo validate examples/*.yaml
@@ -37,7 +58,7 @@ run: $(STAMP)
 
 # pytest exits 5 when it collected no test: make treats every non-zero exit as
 # a failure, so an empty run can never pass.
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -49,4 +70,4 @@ lock: $(STAMP)
 	  $(PIP) freeze --exclude-editable | grep -v '^selfemo'; } > requirements/cpu-constraints.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) build *.egg-info .pytest_cache
