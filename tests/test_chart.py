@@ -496,3 +496,31 @@ def test_checkov_passes_on_every_rendered_value_set(chart, tmp_path):
     assert skipped and all(len(c["check_result"]["suppress_comment"]) > 30 for c in skipped), "a skip without its reason"
     # the digest skip goes away once a digest pins the image (the custom value set)
     assert not [c for c in skipped if c["check_id"] == "CKV_K8S_43" and "/custom/" in c["file_abs_path"]]
+
+
+def test_readme_cluster_commands_render(chart):
+    """The README's `helm install … --set …` renders (schema included) into
+    what its next lines rely on: the monitors, the dashboard, the Secret reference."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## On a cluster", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"helm install selfemo charts/selfemo -n (\S+) --create-namespace(.*?)\n(?!\s)",
+                        section.replace("\\\n", " "), flags=re.S)
+    assert command, "the README's cluster section lost its helm install command"
+    values: dict = {}
+    for expr in re.findall(r"--set (\S+)", command.group(2)):
+        values = _deep(helm.parse_set_string(expr), values)
+    docs = render(chart, values)
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    (dash,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert operator_container(docs)["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert "kubectl -n selfemo apply -f examples/run.yaml" in section and "get selfemoruns" in section
+    assert (REPO / "examples" / "run.yaml").exists()
+
+
+def _deep(new: dict, old: dict) -> dict:
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = _deep(value, old.get(key, {})) if isinstance(value, dict) and isinstance(old.get(key), dict) else value
+    return out
