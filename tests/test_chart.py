@@ -41,6 +41,8 @@ VALUE_SETS: dict[str, dict] = {
         "monitoring": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
             "podMonitor": {"enabled": True, "interval": "15s"},
+            "prometheusRule": {"enabled": True},
+            "dashboard": {"enabled": True},
         },
     },
     "custom": {
