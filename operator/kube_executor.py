@@ -7,8 +7,9 @@ Jobs and Deployments instead of subprocesses:
 1. parse the body into a `SelfEmoRun` (an invalid spec becomes status
    `Failed`/`ValidationFailed` naming the field, never an exception loop);
 2. ensure the `{run}-config` ConfigMap the children mount;
-3. observe: the store's committed markers (the truth of a round) and the
-   run's Jobs/Deployments/Services by label `selfemo.dev/run=<run>`;
+3. observe: the run's Jobs/Deployments/Services by label
+   `selfemo.dev/run=<run>`, then the store's committed markers (the truth
+   of a round; read second, see `_step`);
 4. `reconcile(...)` — the pure state machine shared with `selfemo run`;
 5. apply: delete (background propagation), then create (409 is success);
 6. patch the status once, only if it changed; post one Event per decision
@@ -176,6 +177,14 @@ class KubeExecutor:
             return None
 
         self.ensure_config(run, mem)
+        # Children before the store: a child commits its output before it
+        # exits, so a child seen finished here has its commit visible in the
+        # store read below (the other order can see "exited without its
+        # output" and count a failure, e.g. retry a trainer that said no-signal).
+        selector = f"{LABEL_RUN}={name}"
+        jobs = self.api.list("batch/v1", "Job", namespace, selector)
+        deployments = self.api.list("apps/v1", "Deployment", namespace, selector)
+        services = {s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
         try:
             store_state = read_store_state(self.store_for(run, mem))
         except Exception as exc:  # the store is the truth: without it, decide nothing
@@ -187,11 +196,6 @@ class KubeExecutor:
             mem.store = None  # reconnect next time (credentials or endpoint may have been fixed)
             return self.retry_seconds
         mem.store_down = False
-
-        selector = f"{LABEL_RUN}={name}"
-        jobs = self.api.list("batch/v1", "Job", namespace, selector)
-        deployments = self.api.list("apps/v1", "Deployment", namespace, selector)
-        services = {s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
         observed = Observed(children=observe_children(name, jobs, deployments), committed=store_state.committed,
                             eval_metrics=store_state.eval_metrics, flywheel=store_state.flywheel)
         decision = reconcile(run, observed, current, now)

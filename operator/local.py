@@ -114,9 +114,13 @@ class LocalExecutor:
         self.store.put_bytes(STATUS_KEY, self.status.model_dump_json(by_alias=True, indent=2).encode())
 
     def observe(self) -> Observed:
+        # Children first: a child commits before it exits, so one seen exited
+        # here has its output (or the trainer's no-signal marker, exit 3) in
+        # the store read next, never counted as a failure to retry.
+        children = {name: c.state() for name, c in self.children.items()}
         state = read_store_state(self.store)
-        return Observed(children={name: c.state() for name, c in self.children.items()},
-                        committed=state.committed, eval_metrics=state.eval_metrics, flywheel=state.flywheel)
+        return Observed(children=children, committed=state.committed, eval_metrics=state.eval_metrics,
+                        flywheel=state.flywheel)
 
     # ------------------------------------------------------------------ apply
 

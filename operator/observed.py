@@ -89,12 +89,22 @@ def eval_prefix(r: int) -> str:
     return f"{round_prefix(r)}/eval"
 
 
+NO_SIGNAL_FILE = "reason.json"
+"""Inside `no_signal_prefix(r)`: `{"round": r, "message": <the trainer's error>}`."""
+
+
+def no_signal_prefix(r: int) -> str:
+    """The trainer commits this instead of a checkpoint when the round's groups
+    hold no learning signal (exit status 3): retrying cannot change that."""
+    return f"{round_prefix(r)}/no-signal"
+
+
 def markers(r: int, shards: int) -> list[str]:
     """Every prefix whose commit the state machine looks at for round ``r``
     (round 0 only has the baseline evaluation)."""
     if r == 0:
         return [eval_prefix(0)]
-    return [selected_prefix(r, i, shards) for i in range(shards)] + [checkpoint_prefix(r), eval_prefix(r)]
+    return [selected_prefix(r, i, shards) for i in range(shards)] + [checkpoint_prefix(r), no_signal_prefix(r), eval_prefix(r)]
 
 
 def aggregate_summaries(summaries: list[dict]) -> dict:

@@ -19,7 +19,8 @@ from selfemo.spec import SelfEmoRun
 from selfemo.status import Condition, Phase, RoundStatus, RunStatus
 from selfemo.store.layout import RunLayout
 
-from .observed import ChildKind, ChildState, Observed, checkpoint_prefix, eval_prefix, selected_prefix
+from .observed import (NO_SIGNAL_FILE, ChildKind, ChildState, Observed, checkpoint_prefix, eval_prefix, no_signal_prefix,
+                       selected_prefix)
 
 EventType = Literal["Normal", "Warning"]
 
@@ -95,6 +96,7 @@ SUSPENDED = "Suspended"
 REASON_CHILD_FAILED = "ChildFailed"
 REASON_COMPLETED = "RoundsCompleted"
 REASON_EARLY_STOPPED = "EarlyStopped"
+REASON_NO_SIGNAL = "NoLearningSignal"
 REASON_SUSPENDED = "Suspended"
 REASON_RUNNING = "Running"
 REASON_BACKOFF = "BackOff"
@@ -285,6 +287,8 @@ class _Step:
                 continue
             if phase == Phase.training:
                 if not (self.committed(checkpoint_prefix(r)) or self.committed(eval_prefix(r))):
+                    if self.committed(no_signal_prefix(r)):
+                        self.stop_without_signal(r)
                     return
                 self.start(Phase.evaluating)
                 continue
@@ -344,12 +348,38 @@ class _Step:
             self.st.phase_started_at = ""
             self.start(self.step_of(r + 1))
 
+    def stop_without_signal(self, r: int) -> None:
+        """The trainer committed `no-signal` for round ``r``: nothing in the
+        round's groups can move the policy, so there is no π_r to evaluate and
+        a retry would read the same groups again. The run ends `Succeeded`
+        (reason `NoLearningSignal`) with the best round so far as its result;
+        the Warning tells the user which knobs give the flywheel more to keep."""
+        self.record_flywheel(r)
+        entry = self.round_entry(r)
+        entry.finished_at = rfc3339(self.now)
+        fw, sp = self.spec.flywheel, self.spec.self_play
+        counts = f" ({entry.samples_kept} of {entry.samples_generated} samples kept)" if self.obs.flywheel.get(r) else ""
+        best = f"best round {self.st.best_round}" + (" (the base model)" if not self.st.best_round else "")
+        if self.st.best_weighted_f1 is not None:
+            best += f", mean W-F1 {self.st.best_weighted_f1:.2f}"
+        self.end(
+            Phase.succeeded, "Warning", REASON_NO_SIGNAL,
+            f"round {r}: the trainer found no learning signal in the flywheel's groups{counts}; no checkpoint; "
+            f"the result is the {best}. For a run that keeps more, lower "
+            f"flywheel.rewardThreshold (now {fw.reward_threshold:g}) or raise selfPlay.promptsPerRound "
+            f"(now {sp.prompts_per_round}) or selfPlay.groupSize (now {sp.group_size}); the trainer's reason: "
+            f"{self.store_uri(no_signal_prefix(r))}/{NO_SIGNAL_FILE}",
+        )
+
     def checkpoint_uri(self, r: int) -> str:
+        return self.store_uri(checkpoint_prefix(r))
+
+    def store_uri(self, prefix: str) -> str:
         try:
             root = RunLayout(self.spec.storage.uri, self.run.metadata.namespace, self.name).uri
         except Exception:  # an odd store URI must not break status keeping
             root = f"{self.spec.storage.uri.rstrip('/')}/{self.run.metadata.namespace}/{self.name}"
-        return f"{root}/{checkpoint_prefix(r)}"
+        return f"{root}/{prefix}"
 
     def succeed(self, reason: str, message: str) -> None:
         self.end(Phase.succeeded, "Normal", reason, message)
@@ -377,7 +407,7 @@ class _Step:
                 for i, done in enumerate(self.shards_committed(r))
                 if not done
             ]
-        if phase == Phase.training and not self.committed(checkpoint_prefix(r)):
+        if phase == Phase.training and not (self.committed(checkpoint_prefix(r)) or self.committed(no_signal_prefix(r))):
             return [ChildIntent(child_name(self.name, "trainer", r), "trainer", r)]
         if phase == Phase.evaluating and not self.committed(eval_prefix(r)):
             return [ChildIntent(child_name(self.name, "evaluator", r), "evaluator", r)]
@@ -391,8 +421,8 @@ class _Step:
                 or self.committed(checkpoint_prefix(r))
                 or self.committed(eval_prefix(r))
             )
-        if child.kind == "trainer":
-            return self.committed(checkpoint_prefix(r)) or self.committed(eval_prefix(r))
+        if child.kind == "trainer":  # no-signal is the trainer's output too: it exits 3 after committing it
+            return any(self.committed(p) for p in (checkpoint_prefix(r), no_signal_prefix(r), eval_prefix(r)))
         return self.committed(eval_prefix(r))
 
     def handle_children(self) -> None:
@@ -538,7 +568,8 @@ def reconcile(run: SelfEmoRun, observed: Observed, status: RunStatus, now: datet
     Flow: Pending → Evaluating round 0 (the base model, so every round is
     compared with π₀) → for r = 1..R: Generating (one generator per shard,
     each deleted as soon as its shard is committed) → Training → Evaluating →
-    next round, or Succeeded after R rounds or on early stop. Committed store
+    next round, or Succeeded after R rounds, on early stop, or when the
+    trainer committed `no-signal` (nothing to learn from). Committed store
     prefixes are the truth: a step whose output exists is skipped even if its
     child is gone. Failed children are deleted and recreated after a back-off
     until ``maxRetries``, then the run fails with reason ``ChildFailed``.

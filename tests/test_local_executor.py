@@ -150,3 +150,38 @@ def test_store_and_data_dir_overrides_are_validated_and_applied(tmp_path):
     assert new.spec.storage.uri == str(tmp_path / "elsewhere")
     assert new.spec.datasets.train[0].uri == "/data/erc/meld"
     assert with_overrides(run, store="s3://bucket/p", data_dir=None).spec.storage.uri == "s3://bucket/p"
+
+
+def test_the_real_trainer_finding_no_learning_signal_ends_the_run_without_a_retry(tmp_path, monkeypatch):
+    """Round 1's shard is committed with no group kept: the real trainer exits 3
+    and commits `no-signal/`; `selfemo run` ends Succeeded/NoLearningSignal
+    with the baseline as its best round, and never starts the trainer again."""
+    import gzip
+
+    from selfemo.policy import open_run_store
+
+    path, lines = write_run(tmp_path, flywheel={"rounds": 2, "earlyStop": {"patience": 0}},
+                            resources={"generator": {"shards": 1, "gpus": 0}}, maxRetries=2), []
+    with open_run_store(load_run(path)).commit("round-001/selected/shard-00000-of-00001") as out:
+        out.put_bytes("groups.jsonl.gz", gzip.compress(b""))
+        out.put_bytes("summary.json", json.dumps({"groups": 4, "candidates": 32, "kept": 0, "mean_reward": 0.2}).encode())
+    python = tmp_path / "trainer-is-real"
+    python.write_text(f'#!/bin/sh\nif [ "$2" = selfemo.trainer ]; then exec {sys.executable} "$@"; fi\n'
+                      f'exec {sys.executable} {FAKE} "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path))
+    ex = LocalExecutor(load_run(path), path, python=str(python), poll_seconds=0.05, heartbeat_seconds=3600,
+                       echo=lines.append)
+    status = ex.run_to_end()
+    assert status.phase == Phase.succeeded, status.message
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "NoLearningSignal")
+    assert status.retries == {} and status.best_round == 0 and status.round == 1
+    assert "0 of 32 samples kept" in status.message and "flywheel.rewardThreshold" in status.message
+    started = [ln.split()[1] for ln in lines if ln.startswith("started ")]
+    assert started == ["exec-test-r0-eval", "exec-test-r1-train"]
+    assert any(ln.startswith("[Warning] NoLearningSignal: round 1") for ln in lines), lines
+    assert not any("ChildFailed" in ln for ln in lines), lines
+    log = (tmp_path / "runs/default/exec-test/logs/exec-test-r1-train.log").read_text()
+    assert "no learning signal: the flywheel selected no group" in log
+    assert (tmp_path / "runs/default/exec-test/round-001/no-signal/_SUCCESS").exists()

@@ -272,3 +272,60 @@ def test_sigkilled_at_six_points_the_operator_still_finishes_the_run_exactly_onc
     assert set(watcher.snapshots) == expected
     for prefix, files in watcher.snapshots.items():
         assert watcher.files(prefix) == files, f"{prefix} changed after it was committed"
+
+
+class ListingApi:
+    """The few KubeApi calls a pass makes, on dicts; ``on_list_jobs`` runs
+    when the operator lists the run's Jobs (the world changing just then)."""
+
+    def __init__(self, jobs: list[dict], on_list_jobs: Callable[[], None]):
+        self.jobs, self.on_list_jobs = jobs, on_list_jobs
+        self.patches: list[dict] = []
+
+    def list(self, api_version, kind, namespace, selector):
+        if kind == "Job":
+            self.on_list_jobs()
+            return self.jobs
+        return []
+
+    def get(self, *a):
+        return None
+
+    def create(self, obj):
+        return True
+
+    def delete(self, *a):
+        return True
+
+    def patch(self, api_version, kind, namespace, name, body, subresource=None):
+        self.patches.append(body)
+
+
+def test_a_trainer_saying_no_signal_while_the_operator_looks_is_not_retried(tmp_path: Path):
+    """The trainer commits `no-signal/` and exits 3 between two reads of one
+    pass. The pass lists children before it reads the store, so it sees the
+    marker of every child it sees finished: the run ends NoLearningSignal,
+    with no ChildFailed and no retry counted (the other order counted one)."""
+    from selfemo.operator.children import BuilderSettings
+    from selfemo.operator.collector import RunRegistry
+    from selfemo.operator.kube_executor import KubeExecutor
+    from selfemo.operator.observed import NO_SIGNAL_FILE, no_signal_prefix
+    from support.kubelet import commit, metrics_json, summary_json
+
+    doc = run_doc("quiet", tmp_path / "store", maxRetries=3, resources={"generator": {"shards": 1, "gpus": 0}})
+    commit(doc, "round-000/eval", {"metrics.json": metrics_json(40.0)})
+    commit(doc, "round-001/selected/shard-00000-of-00001", {"summary.json": summary_json(kept=0)})
+    labels = {"app.kubernetes.io/component": "trainer", "selfemo.dev/run": "quiet", "selfemo.dev/round": "1"}
+    job = {"metadata": {"name": "quiet-r1-train", "namespace": NS, "labels": labels},
+           "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
+    api = ListingApi([job], lambda: commit(doc, no_signal_prefix(1), {NO_SIGNAL_FILE: {"round": 1, "message": "no learning signal"}}))
+    events = []
+    executor = KubeExecutor(api, RunRegistry(), BuilderSettings(), lambda body, event: events.append(event))
+    body = {**doc, "metadata": {**doc["metadata"], "uid": "u1", "generation": 1},
+            "status": {"phase": "Training", "round": 1, "bestRound": 0, "bestWeightedF1": 40.0,
+                       "phaseStartedAt": "2025-01-01T00:00:00Z",
+                       "rounds": [{"round": 0, "eval": {"mean": 40.0}}, {"round": 1, "phase": "Training"}]}}
+    assert executor.step(body) is None
+    [patch] = api.patches
+    assert patch["status"]["phase"] == "Succeeded" and "retries" not in patch["status"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", "NoLearningSignal")]

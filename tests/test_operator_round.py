@@ -17,6 +17,7 @@ from selfemo.operator.observed import (
     checkpoint_prefix,
     eval_prefix,
     markers,
+    no_signal_prefix,
     selected_prefix,
 )
 from selfemo.operator.round import (
@@ -178,6 +179,12 @@ CASES = [
     ("succeeded stays succeeded", {"rounds": 5, "suspend": True}, status(Phase.succeeded, 2),
      observed(committed=committed_through(2, "eval")),
      Phase.succeeded, 2, [], [], []),
+    ("no learning signal: the run ends, the trainer's failed Job stays for its logs", {}, status(Phase.training, 1),
+     observed(job("trainer", 1, "Failed", "BackoffLimitExceeded"), committed=committed_through(1, "gen") | {no_signal_prefix(1)}),
+     Phase.succeeded, 1, [], [], ["NoLearningSignal"]),
+    ("restart from scratch after no learning signal: ends at once", {"rounds": 3}, RunStatus(),
+     observed(committed=committed_through(1, "eval") | committed_through(2, "gen") | {no_signal_prefix(2)}),
+     Phase.succeeded, 2, [], [], ["Evaluating", "Evaluating", "Training", "NoLearningSignal"]),
     ("failed stays failed; running leftovers are stopped", {}, status(Phase.failed, 1),
      observed(gen(1, 0), committed=committed_through(2, "eval")),
      Phase.failed, 1, [], ["erc-r1-gen-0"], []),
@@ -373,6 +380,39 @@ def test_retries_are_per_child():
     assert d.status.phase == Phase.generating
 
 
+def test_no_learning_signal_ends_the_run_without_a_retry_and_says_what_to_change():
+    run = make_run(rounds=3, max_retries=2)
+    obs = observed(job("trainer", 2, "Failed", "BackoffLimitExceeded"), gen(2, 1),
+                   committed=committed_through(2, "gen") | {no_signal_prefix(2)},
+                   flywheel={2: {"groups": 40, "candidates": 320, "kept": 0, "mean_reward": 0.1}})
+    before = status(Phase.training, 2)  # best so far: round 1, mean W-F1 51
+    d = reconcile(run, obs, before, T0)
+    assert d.status.phase == Phase.succeeded and d.status.round == 2
+    assert d.status.retries == {} and d.create == [] and d.requeue_after is None
+    assert d.delete == ["erc-r2-gen-1"]  # a running leftover goes; the failed Job stays for its logs
+    assert (d.status.best_round, d.status.best_weighted_f1) == (1, 51.0)
+    cond = {c.type: c for c in d.status.conditions}
+    assert (cond["Ready"].status, cond["Ready"].reason) == ("True", "NoLearningSignal")
+    assert (cond["Failed"].status, cond["Progressing"].status) == ("False", "False")
+    r2 = next(e for e in d.status.rounds if e.round == 2)
+    assert (r2.samples_generated, r2.samples_kept, r2.finished_at) == (320, 0, "2025-03-01T12:00:00Z")
+    assert r2.checkpoint == "" and r2.eval == {}
+    [event] = d.events
+    assert (event.type, event.reason) == ("Warning", "NoLearningSignal")
+    for text in ("round 2", "0 of 320 samples kept", "best round 1, mean W-F1 51.00", "flywheel.rewardThreshold (now 0.6)",
+                 "selfPlay.promptsPerRound", "s3://bucket/prefix/ns/erc/round-002/no-signal/reason.json"):
+        assert text in event.message and text in d.status.message, text
+    # Terminal: nothing is retried later either.
+    again = reconcile(run, obs, d.status, T0 + timedelta(minutes=10))
+    assert again.status.model_dump() == d.status.model_dump() and not again.create and not again.events
+
+
+def test_a_trainer_failure_without_the_marker_is_still_retried():
+    d = reconcile(make_run(max_retries=2), observed(job("trainer", 1, "Failed", "OOM"), committed=committed_through(1, "gen")),
+                  status(Phase.training, 1), T0)
+    assert d.status.phase == Phase.training and d.status.retries == {"erc-r1-train": 1}
+
+
 # --------------------------------------------------------------------------- conditions, generation
 
 
@@ -480,14 +520,17 @@ def test_full_run_reaches_succeeded_and_creates_each_child_once():
 
 def test_markers_match_the_store_layout():
     from selfemo.generator.rollout import ShardKeys
+    from selfemo.operator.observed import NO_SIGNAL_FILE
     from selfemo.store.layout import RunLayout
 
     layout = RunLayout("s3://b/p", "ns", "run")
     assert selected_prefix(2, 1, 4) == ShardKeys(2, 1, 4).selected
     assert checkpoint_prefix(2) == layout.checkpoint(2)
     assert eval_prefix(2) == layout.eval_prefix(2)
+    assert no_signal_prefix(2) == layout.no_signal(2)
+    assert layout.no_signal_reason(2) == f"{no_signal_prefix(2)}/{NO_SIGNAL_FILE}"
     assert markers(0, 4) == ["round-000/eval"]
-    assert len(markers(1, 4)) == 6
+    assert len(markers(1, 4)) == 7
 
 
 def test_aggregate_summaries_weights_mean_reward_by_candidates():

@@ -227,7 +227,12 @@ def test_no_learning_signal_writes_no_checkpoint(tmp_path, tiny_model_dir, token
     write_selected(run, groups)
     p = run_cli(["--run-config", str(path), "--round", "1"])
     assert p.returncode == 3 and "no learning signal: 3 of 3 groups skipped" in p.stderr, p.stderr
-    assert not open_run_store(run).is_committed(run_layout(run).checkpoint(1))
+    store, layout = open_run_store(run), run_layout(run)
+    assert not store.is_committed(layout.checkpoint(1))
+    # Instead, the marker that tells the operator to stop rather than retry, with the reason.
+    assert store.is_committed(layout.no_signal(1)) and store.uri_for(layout.no_signal(1)) in p.stderr
+    reason = json.loads(store.get_bytes(layout.no_signal_reason(1)))
+    assert reason["round"] == 1 and "no learning signal: 3 of 3 groups skipped" in reason["message"]
 
 
 def launch_two_ranks(path: Path, *extra: str) -> dict:

@@ -3,7 +3,9 @@ Job runs (alone, or on every rank under torchrun / the deepspeed launcher),
 and what `selfemo run` runs as a local process.
 
 Exit status: 0 trained (or the round's checkpoint was already committed),
-2 bad run file or bad/missing groups, 3 no learning signal (no checkpoint).
+2 bad run file or bad/missing groups, 3 no learning signal: no checkpoint,
+and `round-RRR/no-signal/` committed instead so the operator ends the run
+rather than retrying (rank 0 commits it).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run_config}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     from selfemo.telemetry import MetricsServer, TrainerMetrics
+    from selfemo.trainer.data import EXIT_NO_SIGNAL, commit_no_signal
     from selfemo.trainer.loop import TrainerError, train_round
 
     metrics = TrainerMetrics()
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary, indent=2, sort_keys=True))
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.code == EXIT_NO_SIGNAL and int(os.environ.get("RANK", "0")) == 0:
+            print(f"committed {commit_no_signal(run, args.round, str(exc))}", file=sys.stderr)
         return exc.code
     finally:
         if server:

@@ -71,6 +71,21 @@ def parse_groups(data: bytes, source: str, allow_empty: bool = False) -> list[di
     return out
 
 
+def commit_no_signal(run: SelfEmoRun, round_: int, message: str) -> str:
+    """Commit the round's `no-signal/reason.json` (the run layout's
+    `no_signal`), the trainer's answer in place of a checkpoint when the
+    groups hold nothing to learn from. Both executors read this marker and
+    end the run instead of retrying a Job that would fail the same way.
+    Returns the marker's URI."""
+    layout = run_layout(run)
+    prefix = layout.no_signal(round_)
+    name = layout.no_signal_reason(round_).rsplit("/", 1)[1]
+    store = open_run_store(run)
+    with store.commit(prefix) as out:
+        out.put_bytes(name, json.dumps({"round": round_, "message": message}, indent=2).encode())
+    return store.uri_for(prefix)
+
+
 def load_groups(run: SelfEmoRun, round_: int) -> list[dict]:
     """Every committed selected shard's groups, in shard order."""
     store = open_run_store(run)

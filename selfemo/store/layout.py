@@ -55,6 +55,14 @@ class RunLayout:
     def checkpoint(self, r: int) -> str:
         return f"{self.round_prefix(r)}/checkpoint"
 
+    def no_signal(self, r: int) -> str:
+        """Committed by the trainer instead of `checkpoint/` when the round's
+        groups hold no learning signal: the run cannot go on from this round."""
+        return f"{self.round_prefix(r)}/no-signal"
+
+    def no_signal_reason(self, r: int) -> str:
+        return f"{self.no_signal(r)}/reason.json"
+
     def eval_prefix(self, r: int) -> str:
         return f"{self.round_prefix(r)}/eval"
 
