@@ -2,9 +2,17 @@
 the committed checkpoint of round r-1 afterwards (DESIGN.md, "The round")."""
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 from selfemo.models import cache_root as cache_dir
 from selfemo.spec import SelfEmoRun
 from selfemo.store import RunLayout
+
+COMPLETE = ".selfemo-complete"
 
 
 def run_layout(run: SelfEmoRun) -> RunLayout:
@@ -16,17 +24,40 @@ def open_run_store(run: SelfEmoRun):
     return run_layout(run).open(endpoint_url=run.spec.storage.endpoint or None)
 
 
+def checkpoint_cache_dir(manifest_json: bytes) -> Path:
+    """Where a committed checkpoint lives locally: named by its manifest's digest.
+
+    Content-addressed on purpose. Keying by run name and round let a test run,
+    a deleted-and-recreated run or another store with the same run name hand
+    back a different model than the one committed (it happened: a quickstart
+    round was evaluated on a tiny test model). The manifest lists every file's
+    sha256, so equal digests mean equal weights.
+    """
+    return cache_dir() / "checkpoints" / hashlib.sha256(manifest_json).hexdigest()[:32]
+
+
 def policy_path(run: SelfEmoRun, round_: int) -> str:
-    """A local path (or hub id) of π_{round-1}; checkpoints are downloaded once."""
+    """A local path (or hub id) of π_{round-1}; each committed checkpoint is downloaded once."""
     from selfemo.models import resolve_model
 
     if round_ <= 1:
         return resolve_model(run.spec.model.base)
     layout = run_layout(run)
     prefix = layout.checkpoint(round_ - 1)
-    target = cache_dir() / "checkpoints" / run.metadata.namespace / run.metadata.name / layout.round_prefix(round_ - 1)
-    marker = target / ".selfemo-complete"
-    if not marker.exists():
-        open_run_store(run).open_committed(prefix).download(target)
-        marker.write_text(layout.uri + "/" + prefix)
+    committed = open_run_store(run).open_committed(prefix)
+    target = checkpoint_cache_dir(committed.manifest.to_json())
+    if (target / COMPLETE).exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        committed.download(staging)  # every file verified against the manifest
+        (staging / COMPLETE).write_text(layout.uri + "/" + prefix + "\n")
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process (a second rank) finished first: same content
+            if not (target / COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return str(target)
