@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 ROWS = ["Run overview", "Per-round quality", "Flywheel", "Throughput", "Health"]
 ALERTS = {"SelfEmoRunFailed", "SelfEmoRunPhaseStuck", "SelfEmoChildFailuresRising", "SelfEmoNoImprovement"}
 NS = "default"
+log = logging.getLogger(__name__)
 MONITORING_TEMPLATES = ("prometheusrule.yaml", "dashboard-configmap.yaml")
 
 pytestmark = pytest.mark.integration
@@ -245,3 +247,191 @@ def test_dashboard_type_checks_against_grafana_schema(tmp_path: Path):
     panels(broken)[0]["options"]["textMode"] = "names"
     bad = typescript_check(broken, tmp_path)
     assert bad.returncode != 0 and "gridpos" in bad.stdout and "names" in bad.stdout, bad.stdout + bad.stderr
+
+
+# --------------------------------------------------------------------------- a real Prometheus, real exporters
+
+STALL_ROUND = 5  # the `stalled` run's children from this round on are never completed
+GEN_RUN = "quickstart"  # the generator's run (its scrape target's labels, as the PodMonitor adds them)
+
+
+class ScriptedKubelet(Kubelet):
+    """The test kubelet (completes every child at once), with scripted runs:
+
+    - `stalled`: flat W-F1 from round 0 on, no early stop; from round
+      STALL_ROUND its generators never finish, so it sits in Generating with
+      rounds since the best one piling up;
+    - `broken`: every trainer Job fails (after a pause, so Prometheus sees the
+      failure count rise), and the operator's clock jumps past the back-off
+      so it retries at once, until maxRetries is spent and the run is Failed.
+
+    Evaluations also report expression consistency, as the real evaluator does.
+    """
+
+    def __init__(self, kube, clock_offset: list[timedelta]):
+        super().__init__(kube, NS, score=lambda run, round_: 40.0 + (0 if run == "stalled" else round_))
+        self.clock_offset = clock_offset
+
+    def complete(self, obj: dict):
+        from selfemo.store.layout import RunLayout
+
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        run_name, kind, round_ = labels.get("selfemo.dev/run"), labels.get("app.kubernetes.io/component"), int(labels.get("selfemo.dev/round", 0))
+        if run_name == "stalled" and round_ >= STALL_ROUND:
+            return None
+        if run_name == "broken" and kind == "trainer":
+            time.sleep(1.0)
+            retries = lambda: ((self.kube.get(f"{runs_path(NS)}/broken") or {}).get("status") or {}).get("retries", {}).get(meta["name"], 0)
+            before = retries()
+            finish_job(self.kube, meta["name"], ok=False, message="CUDA error: out of memory", ns=NS)
+            deadline = time.monotonic() + 30
+            while retries() == before and time.monotonic() < deadline:  # the operator counts it, sets its back-off...
+                time.sleep(0.2)
+            self.clock_offset[0] += timedelta(seconds=400)  # ...which the operator's clock then jumps past
+            return None
+        if kind != "evaluator":
+            return super().complete(obj)
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "SelfEmoRun"), {})
+        run, store = self._run(run_name, owner.get("uid", ""))
+        layout = RunLayout(run.spec.storage.uri, NS, run_name)
+        score = self.score(run_name, round_)
+        datasets = [d.name for d in run.spec.datasets.eval]
+        metrics = {"datasets": {d: {"weighted_f1": score, "accuracy": score} for d in datasets},
+                   "mean": {"weighted_f1": score, "accuracy": score},
+                   "expression_consistency": {**{d: {"mean_siou": 0.3 + 0.01 * round_} for d in datasets}, "mean": 0.3 + 0.01 * round_}}
+        commit(store, layout.eval_prefix(round_), {"metrics.json": metrics})
+        finish_job(self.kube, meta["name"], ok=True, ns=NS)
+        return None
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusServer
+    at: float  # a time when every target was up and had data
+    runs: list[str]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, rules_file, erc_dir, tiny_model_dir):
+    """Prometheus scraping the kopf operator (three runs through the API
+    emulator) and a real generator rollout, with the chart's rules loaded."""
+    from datetime import datetime, timezone
+
+    from selfemo.crd import crd
+    from selfemo.operator.children import BuilderSettings
+    from selfemo.operator.kopf_app import OperatorApp, OperatorConfig, load_kube_configuration
+    from support.kube import KubeServer
+    from support.runs import write_quickstart
+
+    work = tmp_path_factory.mktemp("monitoring")
+    server = KubeServer([crd()]).start()
+    offset = [timedelta()]
+    config = OperatorConfig(builder=BuilderSettings(), namespaces=(NS,), metrics_port=0, metrics_host="127.0.0.1", interval=1.0)
+    app = OperatorApp(config, load_kube_configuration(str(server.kubeconfig(work / "kubeconfig"))),
+                      clock=lambda: datetime.now(timezone.utc) + offset[0])
+    stop, ready = threading.Event(), threading.Event()
+    operator = threading.Thread(target=app.run, kwargs={"stop_flag": stop, "ready_flag": ready}, name="operator", daemon=True)
+    operator.start()
+    kube = server.client()
+    kubelet = ScriptedKubelet(kube, offset).start()
+    gen_port = free_port()
+    prom = PrometheusServer(work, [
+        # honor_labels: the operator's series carry the run's namespace, not the operator pod's
+        {"job": "selfemo-operator", "address": f"127.0.0.1:{app.metrics.port if ready.wait(30) else 0}", "honor_labels": True},
+        {"job": "selfemo-generator", "address": f"127.0.0.1:{gen_port}", "labels": {"namespace": NS, "run": GEN_RUN}},
+    ], rule_files=[rules_file])
+    generator = None
+    try:
+        assert ready.is_set(), "the operator did not start"
+        prom.start()
+        resources = {"generator": {"shards": 1, "gpus": 0}, "trainer": {"nodes": 1, "gpusPerNode": 0}, "evaluator": {"gpus": 0}}
+        kube.create(runs_path(NS), run_doc("stalled", work / "stalled", resources=resources,
+                                           flywheel={"rounds": 8, "earlyStop": {"patience": 0, "minDelta": 0.0}}))
+        kube.create(runs_path(NS), run_doc("broken", work / "broken", resources=resources, maxRetries=3))
+        kube.create(runs_path(NS), run_doc("fine", work / "fine", resources=resources, flywheel={"rounds": 1}))
+        run_file = write_quickstart(work, erc_dir, model=str(tiny_model_dir),
+                                    selfPlay={"promptsPerRound": 64, "groupSize": 4, "maxTurns": 1, "maxNewTokens": 8},
+                                    engine={"backend": "transformers", "batchSize": 16})
+        generator = subprocess.Popen(
+            [sys.executable, "-m", "selfemo.generator", "rollout", "--run-config", str(run_file), "--round", "1",
+             "--chunk-size", "1", "--metrics-port", str(gen_port)],
+            stdout=subprocess.DEVNULL, stderr=(work / "generator.log").open("w"), start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+        t0 = time.monotonic()
+        for expr in ('selfemo_run_phase{run="fine", phase="Succeeded"} == 1',
+                     'selfemo_run_phase{run="broken", phase="Failed"} == 1',
+                     f'selfemo_run_phase{{run="stalled", phase="Generating"}} == 1'
+                     f' and on (namespace, run) selfemo_run_round{{run="stalled"}} == {STALL_ROUND}'):
+            prom.wait_for(expr, timeout=120)
+            log.info("%.1fs: %s", time.monotonic() - t0, expr)
+        deadline = time.monotonic() + 300
+        while not prom.query(f'selfemo_generator_tokens_total{{run="{GEN_RUN}"}} > 0'):
+            assert generator.poll() is None, (work / "generator.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the generator committed no chunk in time"
+            time.sleep(1)
+        log.info("%.1fs: the generator's first tokens", time.monotonic() - t0)
+        time.sleep(4)  # a few more scrapes of a running generator, for rate()
+        assert generator.poll() is None, "the rollout ended before Prometheus saw it run; raise promptsPerRound"
+        assert not kubelet.errors, kubelet.errors
+        yield Stack(prom, time.time(), ["stalled", "broken", "fine", GEN_RUN])
+    finally:
+        if generator is not None and generator.poll() is None:
+            os.killpg(generator.pid, signal.SIGTERM)
+            generator.wait(30)
+        prom.stop()
+        kubelet.stop()
+        stop.set()
+        operator.join(30)
+        server.stop()
+
+
+def grafana_expr(expr: str, runs: list[str]) -> str:
+    """A panel query as Grafana sends it for namespace=default and all the test's runs."""
+    return (expr.replace("$namespace", NS).replace("$run", "|".join(runs))
+            .replace("$__rate_interval", "15s").replace("$__interval", "5s"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_every_panel_variable_and_alert_answers_from_a_real_prometheus(stack: Stack, rules_file: Path):
+    prom = stack.prometheus
+    # Template variables: the namespaces and runs to choose from.
+    assert NS in prom.api("label/namespace/values", **{"match[]": "selfemo_run_round"})
+    runs = prom.api("label/run/values", **{"match[]": f'selfemo_run_round{{namespace=~"{NS}"}}'})
+    assert {"stalled", "broken", "fine"} <= set(runs)
+
+    # Every panel query is valid PromQL; all but the trainer's (no trainer runs
+    # here) have data from the operator and the generator.
+    empty = []
+    for title, expr in panel_queries(dashboard()):
+        result = prom.query(grafana_expr(expr, stack.runs), at=stack.at)
+        names = metric_names(expr)
+        if all(n.startswith("selfemo_trainer_") for n in names):
+            assert result == [], (title, result)
+        elif not result:
+            empty.append(title)
+    assert not empty, f"panels without data: {empty}"
+
+    # The expressions of the chart's alerts hold for the runs scripted to trigger them.
+    expected = {"SelfEmoRunFailed": {"broken"}, "SelfEmoChildFailuresRising": {"broken"},
+                "SelfEmoNoImprovement": {"stalled"}, "SelfEmoRunPhaseStuck": {"stalled"}}
+    for alert, expr in alert_rules(rules_file).items():
+        result = prom.query(expr, at=stack.at)
+        assert {r["metric"]["run"] for r in result} == expected[alert], (alert, result)
+
+    # Loaded as rules, they evaluate cleanly and fire (the stuck alert waits for its `for:`).
+    groups = prom.api("rules")["groups"]
+    assert {r["name"] for g in groups for r in g["rules"]} == ALERTS
+    assert all(r["health"] == "ok" for g in groups for r in g["rules"]), groups
+
+    def states(alerts):
+        return {(a["labels"]["alertname"], a["labels"]["run"], a["state"]) for a in alerts}
+
+    want = {("SelfEmoRunFailed", "broken", "firing"), ("SelfEmoChildFailuresRising", "broken", "firing"),
+            ("SelfEmoNoImprovement", "stalled", "firing"), ("SelfEmoRunPhaseStuck", "stalled", "pending")}
+    deadline = time.monotonic() + 30
+    while not want <= (got := states(prom.api("alerts")["alerts"])):
+        assert time.monotonic() < deadline, f"alerts: {got}"
+        time.sleep(1)
+    assert not {a for a in got if a[1] == "fine"}, got
