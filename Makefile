@@ -11,15 +11,17 @@ STAMP     := $(VENV)/.selfemo-installed
 # venv: checkov pins boto3==1.35.49 and more, which clash with cpu-constraints.txt.
 TOOLS_VENV  ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.selfemo-tools-installed
+# @grafana/schema and tsc (tests/test_monitoring.py type-checks the Grafana dashboard).
+GRAFANA_STAMP := tests/grafana/node_modules/.package-lock.json
 IMAGES      := operator generator trainer
 IMAGE_REPO  ?= ghcr.io/selfemo
 IMAGE_TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 ERC       ?= ../shared/erc
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lock clean images
+.PHONY: setup run test bench lock clean images prometheus-tools
 
-setup: $(STAMP) $(TOOLS_STAMP)
+setup: $(STAMP) $(TOOLS_STAMP) $(GRAFANA_STAMP) prometheus-tools
 
 # The install order matters (see ../shared/env/README.md for the facts):
 # 1. the CPU torch build lies on disk; asking for it first keeps anything later
@@ -42,6 +44,16 @@ $(TOOLS_STAMP): requirements/tools.txt requirements/tools-constraints.txt
 	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements/tools.txt -c requirements/tools-constraints.txt
 	touch $(TOOLS_STAMP)
 
+# Prometheus and promtool for tests/test_monitoring.py, from Debian. The
+# package's service is never used: the tests start their own server on a free
+# loopback port with a temporary storage directory.
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
+$(GRAFANA_STAMP): tests/grafana/package.json tests/grafana/package-lock.json
+	cd tests/grafana && npm ci --no-audit --no-fund --loglevel=error
+
 # The container images (images/*.Dockerfile; the evaluator uses the generator's).
 # Needs a Docker engine; there is none on the CPU development machines.
 images:
@@ -58,7 +70,7 @@ run: $(STAMP)
 
 # pytest exits 5 when it collected no test: make treats every non-zero exit as
 # a failure, so an empty run can never pass.
-test: $(STAMP) $(TOOLS_STAMP)
+test: $(STAMP) $(TOOLS_STAMP) $(GRAFANA_STAMP) prometheus-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -70,4 +82,4 @@ lock: $(STAMP)
 	  $(PIP) freeze --exclude-editable | grep -v '^selfemo'; } > requirements/cpu-constraints.txt
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) build *.egg-info .pytest_cache tests/grafana/node_modules
