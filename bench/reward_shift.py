@@ -72,7 +72,7 @@ def main() -> None:
     seeds = [s for s in shard_seeds(run, r + 1, 0, 1, dialogues) if (s.dataset, s.dialogue_id, s.turn, s.task) not in seen]
     seeds = seeds[: args.prompts] if args.prompts else seeds
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; run {run.metadata.name}, round {r}; "
-          f"{len(seeds)} held-out prompts of round {r + 1} ({len(seen)} trained-on prompts excluded), "
+          f"{len(seeds)} held-out prompts of round {r + 1} ({len(seen)} groups round {r} trained on excluded), "
           f"G={run.spec.self_play.group_size}, backend {run.spec.engine.backend}")
     results = {}
     for name, path in ((f"pi_{r - 1} (before)", policy_path(run, r)), (f"pi_{r} (after)", policy_path(run, r + 1))):
