@@ -32,6 +32,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
     ("v1", "Service"): ("/api/v1", "services"),
     ("v1", "Event"): ("/api/v1", "events"),
+    ("v1", "Pod"): ("/api/v1", "pods"),  # list only: crash loops and failure messages
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
     (f"{API_GROUP}/{API_VERSION}", "SelfEmoRun"): (f"/apis/{API_GROUP}/{API_VERSION}", PLURAL),

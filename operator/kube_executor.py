@@ -7,7 +7,7 @@ Jobs and Deployments instead of subprocesses:
 1. parse the body into a `SelfEmoRun` (an invalid spec becomes status
    `Failed`/`ValidationFailed` naming the field, never an exception loop);
 2. ensure the `{run}-config` ConfigMap the children mount;
-3. observe: the run's Jobs/Deployments/Services by label
+3. observe: the run's Jobs/Deployments/Services/Pods by label
    `selfemo.dev/run=<run>`, then the store's committed markers (the truth
    of a round; read second, see `_step`);
 4. `reconcile(...)` — the pure state machine shared with `selfemo run`;
@@ -38,7 +38,7 @@ from selfemo.status import Condition, Phase, RunStatus
 
 from .children import BuilderSettings, build, build_config_map
 from .collector import RunRegistry
-from .kube_api import KubeApi, merge_patch
+from .kube_api import KubeApi, KubeError, merge_patch
 from .kube_observer import observe_children
 from .labels import LABEL_RUN
 from .observed import ChildState, Observed
@@ -118,6 +118,7 @@ class KubeExecutor:
         self._memory: dict[tuple[str, str], _RunMemory] = {}
         self._memory_lock = threading.Lock()
         self._gone: set[str] = set()  # uids of deleted runs (a few bytes each)
+        self._no_pods: set[str] = set()  # namespaces where listing pods is forbidden (warned once)
 
     def memory(self, namespace: str, name: str) -> _RunMemory:
         with self._memory_lock:
@@ -185,6 +186,7 @@ class KubeExecutor:
         jobs = self.api.list("batch/v1", "Job", namespace, selector)
         deployments = self.api.list("apps/v1", "Deployment", namespace, selector)
         services = {s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
+        pods = self.list_pods(namespace, selector)
         try:
             store_state = read_store_state(self.store_for(run, mem))
         except Exception as exc:  # the store is the truth: without it, decide nothing
@@ -196,7 +198,7 @@ class KubeExecutor:
             mem.store = None  # reconnect next time (credentials or endpoint may have been fixed)
             return self.retry_seconds
         mem.store_down = False
-        observed = Observed(children=observe_children(name, jobs, deployments), committed=store_state.committed,
+        observed = Observed(children=observe_children(name, jobs, deployments, pods), committed=store_state.committed,
                             eval_metrics=store_state.eval_metrics, flywheel=store_state.flywheel)
         decision = reconcile(run, observed, current, now)
         failures = self.apply(run, observed.children, services, decision)
@@ -223,6 +225,21 @@ class KubeExecutor:
         self.runs.update(namespace, name, run.spec if run is not None else None, status)
 
     # ------------------------------------------------------------------ observe helpers
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        """The run's pods: how crash-looping generators are seen, and what a
+        failed Job's pod said. Without `pods` list permission (403) the
+        operator still works, on the progress deadline alone (said once)."""
+        try:
+            return self.api.list("v1", "Pod", namespace, selector)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            if namespace not in self._no_pods:
+                self._no_pods.add(namespace)
+                log.warning("%s: cannot list pods (%s): crash-looping generators are only seen once their "
+                            "progressDeadlineSeconds passes, and failures lack their pod's last exit", namespace, exc)
+            return []
 
     def store_for(self, run: SelfEmoRun, mem: _RunMemory):
         key = (run.spec.storage.uri, run.spec.storage.endpoint)

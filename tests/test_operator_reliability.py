@@ -1,4 +1,5 @@
-"""The operator survives being killed, and ends runs that cannot go on.
+"""The operator survives being killed, notices children that cannot make
+progress, and ends runs that cannot go on.
 
 The kill test runs the real operator (`python -m selfemo.operator`) as a
 subprocess against the Kubernetes API emulator, which lives in this process
@@ -8,6 +9,12 @@ emulator has just stored (before its answer reaches the client), never by a
 sleep; a new operator is started each time. The run must still succeed with
 no child created twice (the emulator's write log: successful POSTs per
 name), no committed store output lost or rewritten, and a complete status.
+
+The other tests: a trainer that commits `no-signal/` and exits between two
+reads of one pass is not retried; a crash-looping generator (its pod's
+restarts, then a progress deadline) is a counted child failure whose
+message carries what the pod last said, up to `Failed` past `maxRetries`
+(the real operator in a thread, `test_operator_kopf`'s fixture).
 """
 from __future__ import annotations
 
@@ -18,13 +25,15 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from support.kube import KubeServer, Write, wait_for
-from support.kubelet import NS, Kubelet, run_doc, runs_path
+from support.kubelet import NS, Kubelet, commit, metrics_json, run_doc, runs_path, summary_json
+from test_operator_kopf import DEPLOYMENTS, JOBS, RUNS, Operator, condition, operator  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -310,7 +319,6 @@ def test_a_trainer_saying_no_signal_while_the_operator_looks_is_not_retried(tmp_
     from selfemo.operator.collector import RunRegistry
     from selfemo.operator.kube_executor import KubeExecutor
     from selfemo.operator.observed import NO_SIGNAL_FILE, no_signal_prefix
-    from support.kubelet import commit, metrics_json, summary_json
 
     doc = run_doc("quiet", tmp_path / "store", maxRetries=3, resources={"generator": {"shards": 1, "gpus": 0}})
     commit(doc, "round-000/eval", {"metrics.json": metrics_json(40.0)})
@@ -329,3 +337,65 @@ def test_a_trainer_saying_no_signal_while_the_operator_looks_is_not_retried(tmp_
     [patch] = api.patches
     assert patch["status"]["phase"] == "Succeeded" and "retries" not in patch["status"]
     assert [(e.type, e.reason) for e in events] == [("Warning", "NoLearningSignal")]
+
+
+# --------------------------------------------------------------------------- crash-looping generators, kopf path
+
+PODS = f"/api/v1/namespaces/{NS}/pods"
+
+
+def crash_looping_pod(deployment: dict, suffix: str, container_status: dict) -> dict:
+    """The pod the ReplicaSet controller would make for ``deployment``, with
+    the status a kubelet reports for it."""
+    template = deployment["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{deployment['metadata']['name']}-{suffix}", "namespace": NS,
+                         "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+            "status": {"phase": "Running", "containerStatuses": [{"name": "generator", **container_status}]}}
+
+
+def test_a_crash_looping_generator_is_retried_then_fails_the_run_with_its_last_error(operator: Operator, tmp_path: Path):
+    kube, name = operator.kube, "loopy"
+    doc = run_doc(name, tmp_path / "store", maxRetries=1, resources={"generator": {"shards": 1, "gpus": 0}})
+    kube.create(RUNS, doc)
+    wait_for(lambda: kube.get(f"{JOBS}/{name}-r0-eval"), what="the baseline eval Job")
+    commit(doc, "round-000/eval", {"metrics.json": metrics_json(40.0)})
+    operator.kubelet_finish(f"{name}-r0-eval", ok=True)
+    first = wait_for(lambda: kube.get(f"{DEPLOYMENTS}/{name}-r1-gen-0"), what="the generator Deployment")
+    assert first["spec"]["progressDeadlineSeconds"] == 1800
+    assert first["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+    # Its pod crash-loops after readiness (the progress deadline no longer looks): restarts count.
+    oom = {"reason": "OOMKilled", "exitCode": 137, "message": "chunk 4/9\ntorch.OutOfMemoryError: CUDA out of memory\n"}
+    kube.create(PODS, crash_looping_pod(first, "7f9c-a1", {
+        "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": oom}}))
+    wait_for(lambda: operator.status(name).get("retries", {}).get(f"{name}-r1-gen-0") == 1, what="the crash loop counted")
+    wait_for(lambda: kube.get(f"{DEPLOYMENTS}/{name}-r1-gen-0") is None, what="the crash-looping Deployment deleted")
+    # kopf posts Events from a queue, after the status patch: wait for it.
+    [warning] = wait_for(lambda: [e for e in operator.events(name) if e["reason"] == "ChildFailed"], what="the Warning")
+    assert warning["type"] == "Warning" and "restarted 5 times" in warning["message"]
+    assert "OOMKilled, exit code 137: chunk 4/9 | torch.OutOfMemoryError: CUDA out of memory" in warning["message"]
+    assert "retry 1/1" in warning["message"]
+    kube.delete(f"{PODS}/{name}-r1-gen-0-7f9c-a1")  # the garbage collector's part
+
+    # After the back-off the shard gets a new Deployment; it never becomes ready.
+    operator.clock.offset += timedelta(seconds=60)
+    second = wait_for(lambda: (d := kube.get(f"{DEPLOYMENTS}/{name}-r1-gen-0")) and d["metadata"]["uid"] != first["metadata"]["uid"] and d,
+                      what="the generator recreated")
+    kube.create(PODS, crash_looping_pod(second, "8e1d-b2", {
+        "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "gen:9"'}}}))
+    kube.patch(f"{DEPLOYMENTS}/{name}-r1-gen-0/status", {"status": {"conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": f'ReplicaSet "{name}-r1-gen-0-8e1d" has timed out progressing.'}]}})
+
+    # Past maxRetries: Failed, naming the child and what its pod last said.
+    status = operator.wait_phase(name, "Failed")
+    failed = condition(status, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "ChildFailed")
+    for text in (f"generator {name}-r1-gen-0 failed 2 time(s)", "ProgressDeadlineExceeded",
+                 f'pod {name}-r1-gen-0-8e1d-b2: ImagePullBackOff: Back-off pulling image "gen:9"'):
+        assert text in status["message"] and text in failed["message"], (text, status["message"])
+    assert f'selfemo_child_failures_total{{kind="generator",namespace="{NS}",run="{name}"}} 2.0' in operator.metrics()
+    kube.delete(f"{RUNS}/{name}")
+    wait_for(lambda: operator.run(name) is None, what="the run deleted")

@@ -188,6 +188,10 @@ def container(
     c.update(probes or {})
     c["resources"] = resources(res, gpus)
     c["securityContext"] = dict(CONTAINER_SECURITY)
+    # A crashed child's last log lines become its termination message, which
+    # the operator reads from the pod status into the failure it reports
+    # (no `pods/log` permission needed); see kube_observer.py.
+    c["terminationMessagePolicy"] = "FallbackToLogsOnError"
     c["volumeMounts"] = [
         {"name": "run-config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},

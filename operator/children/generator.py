@@ -16,6 +16,13 @@ from ..round import ChildIntent
 from .common import BuilderSettings, config_path, container, metadata, pod_spec, pod_template, selector
 
 COMPONENT = "generator"
+PROGRESS_DEADLINE_SECONDS = 1800
+"""How long a generator Deployment may take to get its pod ready before
+Kubernetes marks it `ProgressDeadlineExceeded` and the operator counts a
+failure: pulling a multi-GB vLLM image on a cold node (~10 min) plus the
+startup probe's 15 minutes for loading the model, with margin. Catches pods
+that can never run (unschedulable, bad image, missing Secret, crash before
+ready); crash loops after readiness are seen through the pod's restarts."""
 
 
 def generator_command(intent: ChildIntent, settings: BuilderSettings) -> list[str]:
@@ -52,6 +59,7 @@ def build_generator(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSetti
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "selector": {"matchLabels": selector(run, intent.round, COMPONENT, intent.shard)},
             "template": pod_template(
                 run, intent.round, COMPONENT, pod_spec(run, main, res, restart_policy="Always"),
