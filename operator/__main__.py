@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
-from selfemo.operator.kopf_app import OperatorApp, OperatorConfig, load_kube_configuration
+from selfemo.operator.kopf_app import OperatorApp, OperatorConfig, load_kube_configuration, parse_priority
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between polls of each run's children and store (default: $SELFEMO_OPERATOR_INTERVAL or 10)")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="coordinate with other replicas through this kopf peering object (default: standalone, one replica)")
+    p.add_argument("--priority", default=None, metavar="N|auto",
+                   help="peering priority: the live replica with the highest acts, the others stand by; 'auto' derives "
+                        "a distinct one from the pod name ($POD_ID, else the hostname) (default: $SELFEMO_OPERATOR_PRIORITY or 0)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -43,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     if not namespaces and not args.all_namespaces:
         print("error: give --namespace NS (or $SELFEMO_WATCH_NAMESPACE) or --all-namespaces", file=sys.stderr)
         return 2
+    try:
+        priority = parse_priority(args.priority or os.environ.get("SELFEMO_OPERATOR_PRIORITY", "0"),
+                                  os.environ.get("POD_ID") or socket.gethostname())
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     config = OperatorConfig.from_env(os.environ, namespaces=namespaces, all_namespaces=args.all_namespaces,
-                                     metrics_port=args.metrics_port, interval=args.interval, peering=args.peering)
+                                     metrics_port=args.metrics_port, interval=args.interval, peering=args.peering,
+                                     priority=priority)
     OperatorApp(config, load_kube_configuration(args.kubeconfig)).run()
     return 0
 

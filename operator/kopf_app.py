@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class OperatorConfig:
     metrics_host: str = "0.0.0.0"
     interval: float = 10.0
     peering: str | None = None
+    priority: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "OperatorConfig":
@@ -75,6 +77,25 @@ class OperatorConfig:
             values["interval"] = float(env["SELFEMO_OPERATOR_INTERVAL"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def parse_priority(text: str, pod_id: str) -> int:
+    """`--priority`: an integer, or `auto` for one derived from the pod's name.
+
+    kopf peering pauses every replica that sees a live peer of higher
+    priority, and *all* of them when the highest is shared. Replicas of one
+    Deployment share their arguments, so `auto` gives each pod its own stable
+    priority in 1..1_000_000 (from a digest of its name): the highest acts, the
+    others stand by and take over when its keep-alive expires.
+    """
+    if text != "auto":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--priority must be an integer or 'auto', got {text!r}") from None
+    if not pod_id:
+        raise ValueError("--priority auto needs the pod's name in $POD_ID (or a hostname)")
+    return 1 + int(hashlib.sha256(pod_id.encode()).hexdigest(), 16) % 1_000_000
 
 
 def load_kube_configuration(kubeconfig: str | None = None):
@@ -240,6 +261,7 @@ class OperatorApp:
                 registry=self.registry,
                 standalone=self.config.peering is None,
                 peering_name=self.config.peering,
+                priority=self.config.priority,
                 clusterwide=self.config.all_namespaces,
                 namespaces=list(self.config.namespaces),
                 stop_flag=stop_flag,

@@ -193,7 +193,7 @@ def test_examples_are_valid_against_the_chart_crd(path):
 
 
 BAD_VALUES = [
-    ({"operator": {"replicas": 2}}, "/operator/replicas"),
+    ({"operator": {"replicas": 4}}, "/operator/replicas"),
     ({"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
     ({"watch": {"allNamespaces": "yes"}}, "/watch/allNamespaces"),
     ({"images": {"operator": {"digest": "sha256:abc"}}}, "/images/operator/digest"),
@@ -279,6 +279,7 @@ def test_operator_args_follow_the_watch_values(chart):
     args = operator_container(render(chart, {}))["args"]
     assert args[:1] == [f"--namespace={NAMESPACE}"] and "--all-namespaces" not in args
     assert f"--peering={RELEASE}" in args and "--metrics-port=8080" in args
+    assert "--priority=auto" in args  # replicas of one Deployment must not share a peering priority
     custom = operator_container(render(chart, VALUE_SETS["custom"]))["args"]
     assert [a for a in custom if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--interval=5" in custom and "--verbose" in custom

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from selfemo.operator.__main__ import main
-from selfemo.operator.kopf_app import OperatorConfig
+from selfemo.operator.kopf_app import OperatorConfig, parse_priority
 from selfemo.operator.kube_api import collection_path, merge_patch
 from selfemo.operator.kube_executor import invalid_status
 from selfemo.status import Phase, RunStatus
@@ -49,3 +49,23 @@ def test_operator_config_from_env():
     cfg = OperatorConfig.from_env(env, namespaces=("a",), metrics_port=None)
     assert cfg.builder.trainer_image == "reg/trainer:1"
     assert (cfg.metrics_port, cfg.interval, cfg.namespaces) == (9090, 5.0, ("a",))
+
+
+def test_peering_priority_auto_is_stable_and_distinct_per_pod():
+    a, b = parse_priority("auto", "selfemo-7d9f-abcde"), parse_priority("auto", "selfemo-7d9f-fghij")
+    assert a == parse_priority("auto", "selfemo-7d9f-abcde")  # a restarted process keeps its rank
+    assert a != b and 1 <= min(a, b) and max(a, b) <= 1_000_000
+    # a fleet of replica names almost never ties (a tie would pause both)
+    assert len({parse_priority("auto", f"selfemo-6c4b8-{i:05x}") for i in range(1000)}) >= 999
+    assert parse_priority("7", "") == 7
+
+
+@pytest.mark.parametrize("text, pod, message", [("high", "p", "integer or 'auto'"), ("auto", "", "POD_ID")])
+def test_peering_priority_errors_say_what_to_give(text, pod, message):
+    with pytest.raises(ValueError, match=message):
+        parse_priority(text, pod)
+
+
+def test_cli_rejects_a_bad_priority(capsys):
+    assert main(["--namespace", "a", "--priority", "high"]) == 2
+    assert "--priority must be an integer or 'auto'" in capsys.readouterr().err
