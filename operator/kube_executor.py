@@ -24,6 +24,7 @@ is the starting point: everything `reconcile` needs is in it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -100,7 +101,9 @@ class KubeExecutor:
     """Runs reconcile passes for any number of runs (one at a time per run).
 
     ``clock`` is injectable so tests can jump over retry back-offs;
-    ``open_store`` maps a run to its artefact store (``open_run_store``).
+    ``open_store`` maps a run to its artefact store (``open_run_store`` with
+    the store's short retries: a pass reports an outage and moves on, it
+    never waits one out as the children do).
     """
 
     def __init__(self, api: KubeApi, runs: RunRegistry, settings: BuilderSettings, post_event: EventSink, *,
@@ -113,7 +116,7 @@ class KubeExecutor:
         self.settings = settings
         self.post_event = post_event
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.open_store = open_store or open_run_store
+        self.open_store = open_store or functools.partial(open_run_store, outage_seconds=0)
         self.retry_seconds = retry_seconds
         self._memory: dict[tuple[str, str], _RunMemory] = {}
         self._memory_lock = threading.Lock()

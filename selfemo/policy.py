@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selfemo.models import cache_root as cache_dir
 from selfemo.spec import SelfEmoRun
-from selfemo.store import RunLayout
+from selfemo.store import RetryPolicy, RunLayout
 
 COMPLETE = ".selfemo-complete"
 
@@ -19,9 +19,25 @@ def run_layout(run: SelfEmoRun) -> RunLayout:
     return RunLayout(run.spec.storage.uri, run.metadata.namespace, run.metadata.name)
 
 
-def open_run_store(run: SelfEmoRun):
-    """The run's store (rooted at `{uri}/{namespace}/{run}`)."""
-    return run_layout(run).open(endpoint_url=run.spec.storage.endpoint or None)
+CHILD_STORE_OUTAGE_SECONDS = 60.0
+"""How long a child (generator, trainer, evaluator) keeps retrying one store
+operation before it fails. An S3 gateway restarting or a network blip of half
+a minute must not crash a generator (its pod restarts and reloads the model:
+minutes in vLLM) or fail a Job (one of `maxRetries`, and a trainer's steps
+since its last state). Bad credentials and missing keys still fail at once:
+only unreachable/transient errors are retried."""
+
+
+def open_run_store(run: SelfEmoRun, *, outage_seconds: float = CHILD_STORE_OUTAGE_SECONDS):
+    """The run's store (rooted at `{uri}/{namespace}/{run}`); an S3 store
+    retries each operation for at least ``outage_seconds``. The Kubernetes
+    operator passes 0 (the store's short default): a pass must not block, it
+    reports `StoreUnavailable` and looks again on the next one."""
+    options = {}
+    if outage_seconds > 0:
+        retry = RetryPolicy.outlasting(outage_seconds)
+        options = {"retries": retry.attempts, "backoff": retry.base_delay, "max_backoff": retry.max_delay}
+    return run_layout(run).open(endpoint_url=run.spec.storage.endpoint or None, **options)
 
 
 def checkpoint_cache_dir(manifest_json: bytes) -> Path:

@@ -42,6 +42,21 @@ class RetryPolicy:
     def max_total_delay(self) -> float:
         return sum(self.delay(n, 1.0) for n in range(1, self.attempts))
 
+    def min_total_delay(self) -> float:
+        """The least time all retries wait together (every jitter at its floor)."""
+        return sum(self.delay(n, 0.0) for n in range(1, self.attempts))
+
+    @classmethod
+    def outlasting(cls, seconds: float, *, base_delay: float = 0.2, max_delay: float = 10.0) -> "RetryPolicy":
+        """The fewest attempts whose waits add up to at least ``seconds``
+        whatever the jitter: a budget that bridges an outage that long."""
+        policy = cls(1, base_delay, max_delay)
+        while policy.min_total_delay() < seconds:
+            if base_delay <= 0 or max_delay <= 0:
+                raise ValueError(f"no retry policy with zero delays outlasts {seconds}s")
+            policy = cls(policy.attempts + 1, base_delay, max_delay)
+        return policy
+
 
 class RetriesExhausted(Exception):
     """Every attempt failed with a retryable error; `last` is the final one."""
