@@ -345,6 +345,7 @@ NAMESPACED_RULES = {
     ("", "services"): {"list", "create", "delete"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "events"): {"create"},
+    ("", "pods"): {"list"},
 }
 DISCOVERY_RULES = {("", "namespaces"): {"list", "watch"}, ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 
@@ -435,6 +436,21 @@ def test_monitors_select_the_operator_and_the_children(chart):
     assert not _selects(pm["spec"]["selector"], pod_labels), "the PodMonitor must not scrape the operator twice"
     wide = find(render(chart, {**VALUE_SETS["cluster-wide"], **VALUE_SETS["monitoring"]}), "PodMonitor")[0]
     assert wide["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_scraped_series_keep_the_labels_the_dashboard_selects_by(chart):
+    """Dashboard and alerts filter on `namespace` and `run`: the operator's own
+    `namespace` label must survive the scrape, and child pods must get `run`
+    from their `selfemo.dev/run` label (podTargetLabels would call it
+    `selfemo_dev_run`)."""
+    docs = render(chart, VALUE_SETS["monitoring"])
+    (sm,) = find(docs, "ServiceMonitor")
+    assert all(e.get("honorLabels") is True for e in sm["spec"]["endpoints"])
+    (pm,) = find(docs, "PodMonitor")
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    assert targets["run"] == ["__meta_kubernetes_pod_label_selfemo_dev_run"]
+    assert "podTargetLabels" not in pm["spec"]
+    assert "selfemo.dev/run" in _generator_pod(NAMESPACE)["metadata"]["labels"]
 
 
 def _generator_pod(namespace: str) -> dict:
