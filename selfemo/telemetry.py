@@ -6,6 +6,7 @@ One prefix (`selfemo_`) and one place for names, so dashboards and alerts
 """
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,13 +72,25 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up mid-answer (a readiness probe past its 1 s
+        timeout on a busy node, a scraper giving up) is not an error of ours:
+        without this each one printed a traceback into the child's log."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class MetricsServer:
     """Serve `/metrics` and `/healthz` from a daemon thread; port 0 picks a free port."""
 
     def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0"):
         self.healthy = threading.Event()
         handler = type("Handler", (_Handler,), {"registry": registry, "healthy": self.healthy})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
         self.thread.start()
