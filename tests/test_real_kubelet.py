@@ -152,3 +152,26 @@ def test_a_deployment_restarts_its_container_in_place_and_stops_when_deleted(clu
     assert proc.returncode == -signal.SIGTERM
     wait_for(lambda: kube.get(f"{PODS}/{pod.name}") is None, what="the pod deleted with its owner")
     assert not kubelet.errors
+
+
+def test_an_injected_fault_kills_the_child_right_after_the_chosen_write(cluster, seaweedfs_s3):
+    kube, kubelet = cluster
+    s3 = seaweedfs_s3
+    script = ("import boto3, os\n"
+              "c = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'], region_name='us-east-1')\n"
+              "for key in ('fault/first', 'fault/second'): c.put_object(Bucket=os.environ['BUCKET'], Key=key, Body=b'x')\n")
+    env = [{"name": "ENDPOINT", "value": s3.endpoint}, {"name": "BUCKET", "value": s3.bucket},
+           {"name": "AWS_ACCESS_KEY_ID", "value": s3.access_key}, {"name": "AWS_SECRET_ACCESS_KEY", "value": s3.secret_key}]
+    manifest = job("toy-fault", 0)
+    manifest["spec"]["template"]["spec"] = pod_spec(["python", "-c", script], env)
+    kubelet.inject("toy-fault", {"SELFEMO_FAULT_KILL_AFTER_PUT": r"/fault/first$"})
+    kube.create(JOBS, manifest)
+    done = wait_for(lambda: (j := kube.get(f"{JOBS}/toy-fault")).get("status", {}).get("conditions") and j,
+                    what="the Job to fail")
+    assert done["status"]["conditions"][-1]["type"] == "Failed"
+    (pod,) = kubelet.pods_of("toy-fault")
+    assert pod.exit_codes == [-signal.SIGKILL] and kubelet.injected == [pod.name]
+    assert kube.get(f"{PODS}/{pod.name}")["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    client = s3.client()
+    assert client.get_object(Bucket=s3.bucket, Key="fault/first")["Body"].read() == b"x"  # written, then killed
+    assert "Contents" not in client.list_objects_v2(Bucket=s3.bucket, Prefix="fault/second")

@@ -60,8 +60,10 @@ How a container becomes a process (a sandbox per pod under ``root``):
 
 Every process's stdout/stderr go to ``{log_dir}/{pod}.stdout|.stderr``;
 :meth:`RealKubelet.dump_logs` prints their tails (call it when a test
-fails). :meth:`on_line` arms a one-shot hook on a pod's stderr line and
-:meth:`kill_when` one that SIGKILLs the pod: a fault at a chosen moment.
+fails). :meth:`on_line` arms a one-shot hook on a pod's stderr line (e.g.
+to stop the store when a child starts using it); :meth:`inject` arms a fault
+inside the next matching pod's process (`support/faults/sitecustomize.py`:
+SIGKILL right after a chosen S3 write), for crashes at an exact point.
 :meth:`stop` kills every process group this kubelet started.
 """
 from __future__ import annotations
@@ -92,6 +94,7 @@ log = logging.getLogger(__name__)
 LABEL_RUN = "selfemo.dev/run"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 BIN = Path(sys.executable).parent
+FAULTS = Path(__file__).resolve().parent / "faults"  # sitecustomize.py for RealKubelet.inject
 
 
 def _now() -> str:
@@ -199,6 +202,8 @@ class RealKubelet:
         self._workers: dict[str, threading.Thread] = {}  # owner uid -> worker
         self._owner_stop: dict[str, threading.Event] = {}  # owner uid -> stop flag
         self._hooks: list[LineHook] = []
+        self._injections: list[list] = []  # [prefix, env, pods left]
+        self.injected: list[str] = []  # pods that got an injection
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="real-kubelet", daemon=True)
@@ -229,10 +234,13 @@ class RealKubelet:
             self._hooks.append(hook)
         return hook
 
-    def kill_when(self, prefix: str, pattern: str, sig: int = signal.SIGKILL) -> LineHook:
-        """One-shot fault: send ``sig`` to the first pod named ``prefix…`` that
-        prints a stderr line matching ``pattern``."""
-        return self.on_line(prefix, pattern, lambda pod, line: self._kill(pod, sig))
+    def inject(self, prefix: str, env: dict[str, str], pods: int = 1) -> None:
+        """Add ``env`` to the next ``pods`` pods named ``prefix…``, with
+        `support/faults` (its `sitecustomize`) on their `PYTHONPATH`: a fault
+        that fires inside the child at an exact point (see that module).
+        Not part of any manifest: the injected pods are listed in ``injected``."""
+        with self._lock:
+            self._injections.append([prefix, dict(env), pods])
 
     def pods_of(self, owner: str) -> list[PodRun]:
         return [p for p in self.pods.values() if p.owner == owner]
@@ -394,7 +402,8 @@ class RealKubelet:
             self._deployment_status(name, generation, ready=False)
             delay = min(self.max_restart_delay, self.restart_delay * 2 ** pod.restarts)
             self._pod_status(pod, "Running", waiting=f"back-off {delay:g}s restarting failed container={pod.container}")
-            stop.wait(delay)
+            if stop.wait(delay):
+                break  # deleted while backing off: no restart
             pod.restarts += 1
         prober.join(5)
 
@@ -502,6 +511,13 @@ class RealKubelet:
             elif "valueFrom" in var:
                 env[var["name"]] = self._env_from(var["valueFrom"], pod_meta)
         env = {k: rewrite_paths(v, mounts) for k, v in env.items()}
+        with self._lock:
+            for injection in self._injections:
+                if injection[2] > 0 and pod.name.startswith(injection[0]):
+                    injection[2] -= 1
+                    self.injected.append(pod.name)
+                    env.update(injection[1], SELFEMO_FAULT_ONCE=str(pod.dir / ".fault-fired"),
+                               PYTHONPATH=os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")])))
         tmp = next((host for path, host in mounts if path == "/tmp"), None)
         if tmp is not None:
             env.setdefault("TMPDIR", str(tmp))
