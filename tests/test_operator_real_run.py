@@ -39,7 +39,7 @@ from support.kubelet import deployments_path, jobs_path, parse_run, run_doc, run
 from support.real_kubelet import RealKubelet
 from support.seaweedfs import REGION
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 NS = "default"
 NAME = "real"

@@ -147,10 +147,20 @@ def test_a_deployment_restarts_its_container_in_place_and_stops_when_deleted(clu
     proc = pod.proc
     assert proc.poll() is None
 
-    kube.delete(f"{DEPLOYMENTS}/toy-gen")
-    wait_for(lambda: proc.poll() is not None, what="the process stopped with its Deployment")
+    # Scaled to 0: the process stops and the pod goes; back to 1: a new pod.
+    kube.patch(f"{DEPLOYMENTS}/toy-gen", {"spec": {"replicas": 0}})
+    wait_for(lambda: proc.poll() is not None, what="the process stopped on scale-down")
     assert proc.returncode == -signal.SIGTERM
-    wait_for(lambda: kube.get(f"{PODS}/{pod.name}") is None, what="the pod deleted with its owner")
+    wait_for(lambda: kube.get(f"{PODS}/{pod.name}") is None, what="the pod deleted on scale-down")
+    kube.patch(f"{DEPLOYMENTS}/toy-gen", {"spec": {"replicas": 1}})
+    second = wait_for(lambda: (p := kubelet.pods_of("toy-gen"))[1:] and p[1], what="a new pod on scale-up")
+    wait_for(lambda: second.proc is not None and second.proc.poll() is None, what="its process running")
+    assert second.name != pod.name and second.dir != pod.dir  # a new sandbox: emptyDirs start empty again
+
+    kube.delete(f"{DEPLOYMENTS}/toy-gen")
+    wait_for(lambda: not any(p.proc.poll() is None for p in kubelet.pods_of("toy-gen")),
+             what="every process stopped with its Deployment")
+    wait_for(lambda: kube.get(f"{PODS}/{second.name}") is None, what="the pod deleted with its owner")
     assert not kubelet.errors
 
 

@@ -280,15 +280,15 @@ class RealKubelet:
             uid = meta["uid"]
             if meta.get("deletionTimestamp"):
                 continue
-            if kind == "Deployment" and int((obj.get("spec") or {}).get("replicas", 1)) < 1:
-                self._stop_owner(uid)
-                if uid in self._workers and not self._workers[uid].is_alive():
-                    del self._workers[uid]  # scaled to 0: a later scale-up starts afresh
-                alive.add(uid)
-                continue
             alive.add(uid)
-            if uid in self._workers:
+            if kind == "Deployment" and int((obj.get("spec") or {}).get("replicas", 1)) < 1:
+                self._stop_owner(uid)  # scaled to 0: its pod goes
                 continue
+            worker = self._workers.get(uid)
+            if worker is not None:
+                if not (self._owner_stop[uid].is_set() and not worker.is_alive()):
+                    continue
+                del self._workers[uid]  # scaled down before, up again now: a new pod
             if kind == "Job" and any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                                      for c in (obj.get("status") or {}).get("conditions") or []):
                 continue  # finished before we saw it (or by another kubelet)
