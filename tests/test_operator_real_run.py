@@ -27,7 +27,6 @@ import gzip
 import json
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ import pytest
 from selfemo.operator.children import BuilderSettings
 from selfemo.operator.kopf_app import OperatorApp, OperatorConfig, load_kube_configuration
 from support.kube import KubeServer, wait_for
-from support.kubelet import deployments_path, jobs_path, parse_run, run_doc, runs_path
+from support.kubelet import parse_run, run_doc, runs_path
 from support.real_kubelet import RealKubelet
 from support.seaweedfs import REGION
 

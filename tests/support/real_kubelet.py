@@ -69,7 +69,6 @@ SIGKILL right after a chosen S3 write), for crashes at an exact point.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import re
