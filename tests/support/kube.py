@@ -61,6 +61,7 @@ BUILTIN = {
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 TEST_USER_AGENT = "selfemo-tests"
+REQUEST_HISTORY = 512  # see Emulator._handle
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -155,6 +156,13 @@ class Emulator(kmock.KubernetesEmulator):
         return len(self.writes) - 1
 
     async def _handle(self, request):
+        # kmock keeps every request it ever served and, to match each new one
+        # against its reactions, scans that whole history (by identity): O(n²).
+        # With hundreds of runs the emulator stalled for seconds per request.
+        # Keep a bounded tail (the current request is the last one; tests
+        # assert on `self.writes`, never on kmock's history).
+        if len(self._requests) > REQUEST_HISTORY:
+            del self._requests[: -REQUEST_HISTORY // 2]
         index = self._log_write(request)
         if index is None:
             return await self._handle_write(request)
