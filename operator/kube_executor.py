@@ -188,8 +188,13 @@ class KubeExecutor:
         selector = f"{LABEL_RUN}={name}"
         jobs = self.api.list("batch/v1", "Job", namespace, selector)
         deployments = self.api.list("apps/v1", "Deployment", namespace, selector)
-        services = {s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
-        pods = self.list_pods(namespace, selector)
+        # Only what can matter, so a pass costs two list calls in the common
+        # case (API load grows with runs × passes): a headless Service exists
+        # only for multi-node training; pods are read only to diagnose a
+        # crash-looping generator or a failed Job.
+        services = ({s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
+                    if run.spec.resources.trainer.nodes > 1 else set())
+        pods = self.list_pods(namespace, selector) if deployments or any(map(_job_failed, jobs)) else []
         try:
             store_state = read_store_state(self.store_for(run, mem))
         except Exception as exc:  # the store is the truth: without it, decide nothing
@@ -289,3 +294,10 @@ class KubeExecutor:
                     failures.append(f"cannot create {obj['kind']} {obj['metadata']['name']}: {exc}")
                     break  # the Job needs its Service first; try both again next pass
         return failures
+
+
+def _job_failed(job: dict) -> bool:
+    """A Job with a failed pod or a Failed condition (its pods explain why)."""
+    status = job.get("status") or {}
+    return bool(status.get("failed")) or any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or [])
