@@ -271,6 +271,7 @@ class ScriptedKubelet(Kubelet):
     def __init__(self, kube, clock_offset: list[timedelta]):
         super().__init__(kube, NS, score=lambda run, round_: 40.0 + (0 if run == "stalled" else round_))
         self.clock_offset = clock_offset
+        self.prom = None  # set once Prometheus runs
 
     def complete(self, obj: dict):
         from selfemo.store.layout import RunLayout
@@ -284,6 +285,11 @@ class ScriptedKubelet(Kubelet):
             time.sleep(1.0)
             retries = lambda: ((self.kube.get(f"{runs_path(NS)}/broken") or {}).get("status") or {}).get("retries", {}).get(meta["name"], 0)
             before = retries()
+            if self.prom is not None:
+                # increase() only counts a rise between two samples: on a busy
+                # machine scrapes time out, and failures between two successful
+                # scrapes would merge. Fail only once Prometheus holds the count.
+                self.prom.wait_for(f'sum(selfemo_child_failures_total{{run="broken"}}) == {before}', timeout=60)
             finish_job(self.kube, meta["name"], ok=False, message="CUDA error: out of memory", ns=NS)
             deadline = time.monotonic() + 30
             while retries() == before and time.monotonic() < deadline:  # the operator counts it, sets its back-off...
@@ -341,6 +347,7 @@ def stack(tmp_path_factory, rules_file, erc_dir, tiny_model_dir):
         {"job": "selfemo-operator", "address": f"127.0.0.1:{app.metrics.port if ready.wait(30) else 0}", "honor_labels": True},
         {"job": "selfemo-generator", "address": f"127.0.0.1:{gen_port}", "labels": {"namespace": NS, "run": GEN_RUN}},
     ], rule_files=[rules_file])
+    kubelet.prom = prom
     generator = None
     try:
         assert ready.is_set(), "the operator did not start"

@@ -34,7 +34,7 @@ from selfemo.policy import open_run_store
 from selfemo.runfile import check_manifest
 from selfemo.store.layout import RunLayout
 
-from .kube import TEST_USER_AGENT, KubeClient
+from .kube import TEST_USER_AGENT, KubeClient, KubeHTTPError
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,14 @@ class Kubelet:
             commit(store, f"{layout.selected(round_)}/shard-{shard:05d}-of-{shards:05d}", {"summary.json": summary_json()})
             # The generator exits after committing; its pod restarts, so the
             # Deployment's status loses the ready replica.
-            self.kube.patch(f"{deployments_path(self.ns)}/{name}/status",
-                            {"status": {"replicas": 1, "readyReplicas": 0, "availableReplicas": 0, "unavailableReplicas": 1}})
+            # The operator may already have deleted the Deployment: it watches
+            # the store and frees a generator as soon as its shard is committed.
+            try:
+                self.kube.patch(f"{deployments_path(self.ns)}/{name}/status",
+                                {"status": {"replicas": 1, "readyReplicas": 0, "availableReplicas": 0, "unavailableReplicas": 1}})
+            except KubeHTTPError as exc:
+                if exc.status != 404:
+                    raise
         elif kind == "trainer":
             commit(store, layout.checkpoint(round_), {"trainer_state.json": {"round": round_}})
             finish_job(self.kube, name, ok=True, ns=self.ns)
