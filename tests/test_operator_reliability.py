@@ -34,6 +34,7 @@ import pytest
 from selfemo.store.keys import STAGING_INFIX
 
 from support.kube import KubeServer, Write, wait_for
+from support.processes import stop_process
 from support.kubelet import NS, Kubelet, commit, metrics_json, run_doc, runs_path, summary_json
 from test_operator_kopf import DEPLOYMENTS, JOBS, RUNS, Operator, condition, operator  # noqa: F401 (a fixture)
 
@@ -93,13 +94,7 @@ class OperatorProcess:
         assert self.proc.returncode == -signal.SIGKILL, f"the operator exited by itself: {self.proc.returncode}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

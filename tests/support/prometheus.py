@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import yaml
 
+from .processes import stop_process
+
 INSTALL_HINT = "install Debian's `prometheus` package (make setup does: apt-get install prometheus)"
 
 
@@ -96,13 +98,7 @@ class PrometheusServer:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self.proc is not None:
             self._log.close()
 
