@@ -16,7 +16,7 @@ GRAFANA_STAMP := tests/grafana/node_modules/.package-lock.json
 IMAGES      := operator generator trainer
 IMAGE_REPO  ?= ghcr.io/selfemo
 IMAGE_TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-ERC       ?= ../shared/erc
+ERC       ?= $(or $(SELFEMO_ERC_DIR),../shared/erc)
 PYTEST_ARGS ?=
 
 .PHONY: setup run test bench lock clean images prometheus-tools
@@ -66,7 +66,7 @@ images:
 run: $(STAMP)
 	$(BIN)/selfemo selfcheck
 	$(BIN)/selfemo validate examples/*.yaml
-	$(BIN)/selfemo run examples/quickstart.yaml
+	$(BIN)/selfemo run examples/quickstart.yaml --data-dir $(ERC)
 
 # pytest exits 5 when it collected no test: make treats every non-zero exit as
 # a failure, so an empty run can never pass.
