@@ -45,9 +45,27 @@ def _run(args) -> int:
     executor = LocalExecutor(run, config, logs_dir=args.logs_dir, max_parallel=args.max_parallel,
                              poll_seconds=args.poll)
     print(f"run {run.metadata.namespace}/{run.metadata.name}: artefacts in {executor.layout.uri}", file=sys.stderr)
-    status = executor.run_to_end()
+    status = _stopped_by_sigterm_as_by_ctrl_c(executor.run_to_end)
     print(format_summary(status))
     return EXIT_CODES.get(status.phase, 1)
+
+
+def _stopped_by_sigterm_as_by_ctrl_c(run_to_end):
+    """`kill` (SIGTERM) takes the Ctrl-C path: children run in their own
+    sessions, so without it they would outlive a terminated `selfemo run`."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        return run_to_end()
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return run_to_end()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def with_overrides(run, *, store: str | None, data_dir: str | None):
