@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from selfemo.generator.corpora import load_ref
 from selfemo.generator.flywheel import FilterConfig, FlywheelCounts, select
+from selfemo.generator.gold import open_gold_play
 from selfemo.generator.selfplay import SelfPlay, Seed, derive_seed, index_dialogues, plan_seeds, shard_of
 from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.progress import Progress
@@ -117,7 +118,9 @@ def rollout_shard(
     """Generate, commit and filter one shard; returns its summary.
 
     ``backend`` may be passed in (tests, benchmarks); otherwise it is opened
-    from the spec only if there is anything left to generate.
+    from the spec only if there is anything left to generate. A gold shard
+    (`selfPlay.source: gold`) never opens or calls one: it writes the gold
+    answers of the same seeds (generator/gold.py).
     ``stop_after_chunks`` ends early after committing that many new chunks
     (to exercise resumption).
     """
@@ -156,8 +159,15 @@ def _generate_chunks(run, round_, keys: ShardKeys, store, chunk_size, backend, m
     pending = [c for c in range(len(chunks)) if not store.is_committed(keys.chunk(c))]
     if len(pending) < len(chunks):
         log.info("%s: resuming, %d of %d chunks already committed", keys.name, len(chunks) - len(pending), len(chunks))
-    owned = backend is None and bool(pending)
+    gold = run.spec.self_play.source == "gold"
+    if gold:
+        backend = None  # a gold shard asks no model (generator/gold.py)
+    owned = backend is None and bool(pending) and not gold
     t0 = time.perf_counter()
+
+    def tokens() -> int:
+        return backend.throughput.generated_tokens if backend is not None else 0
+
     tokens0 = 0
     try:
         if owned:
@@ -165,22 +175,24 @@ def _generate_chunks(run, round_, keys: ShardKeys, store, chunk_size, backend, m
 
             backend = open_backend(run.spec.engine.backend, policy_path(run, round_), run.spec.engine,
                                    dtype=run.spec.model.dtype, seed=run.spec.self_play.seed)
-        if backend is not None:
-            tokens0 = backend.throughput.generated_tokens
-        play = SelfPlay(backend, run.spec, index_dialogues(dialogues), vocabs) if pending else None
+        tokens0 = tokens()
+        play = None
+        if pending:
+            play = (open_gold_play(run, index_dialogues(dialogues), vocabs) if gold
+                    else SelfPlay(backend, run.spec, index_dialogues(dialogues), vocabs))
         new = 0
         done_seeds = sum(len(chunks[c]) for c in range(len(chunks)) if c not in pending)
         with Progress(f"round {round_} {keys.name}", len(seeds), unit="seeds", initial=done_seeds) as bar:
             for c in pending:
                 if stop_after is not None and new >= stop_after:
                     return False
-                before = backend.throughput.generated_tokens
+                before = tokens()
                 t_chunk = time.perf_counter()
                 records = play.run(chunks[c], derive_seed(run.spec.self_play.seed, round_, keys.name, c))
                 with store.commit(keys.chunk(c)) as out:
                     out.put_bytes(GROUPS, encode_jsonl_gz(records))
                 new += 1
-                _observe(metrics, records, backend.throughput.generated_tokens - before, time.perf_counter() - t_chunk)
+                _observe(metrics, records, tokens() - before, time.perf_counter() - t_chunk)
                 bar.update(len(chunks[c]))
     finally:
         if owned and backend is not None:
@@ -191,9 +203,10 @@ def _generate_chunks(run, round_, keys: ShardKeys, store, chunk_size, backend, m
         "chunks": len(chunks),
         "chunks_generated_now": len(pending),
         "groups": len(records),
-        "backend": getattr(backend, "name", None),
+        "source": run.spec.self_play.source,
+        "backend": "gold" if gold else getattr(backend, "name", None),
         "seconds": round(time.perf_counter() - t0, 3),
-        "tokens": (backend.throughput.generated_tokens - tokens0) if backend is not None else 0,
+        "tokens": tokens() - tokens0,
     }
     with store.commit(keys.trajectories) as out:
         out.put_bytes(GROUPS, encode_jsonl_gz(records))

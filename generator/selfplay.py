@@ -173,7 +173,7 @@ class SelfPlay:
         return self.dialogues[(s.dataset, s.dialogue_id)]
 
     def _turns(self, s: Seed, upto: int) -> list[prompts.Turn]:
-        return [prompts.Turn(u.speaker, u.text) for u in self._dialogue(s).utterances[:upto]]
+        return real_turns(self._dialogue(s), upto)
 
     def _sample(self, messages: Sequence[list[dict]], params: SamplingParams, seed: int) -> list[Group]:
         if not messages:
@@ -191,7 +191,7 @@ class SelfPlay:
         direct: list[tuple[Seed, list[dict], tuple[str, ...]]] = []
         for s in by_task["recognition"]:
             d = self._dialogue(s)
-            direct.append((s, prompts.recognition(self._turns(s, s.turn + 1), self.vocabs[s.dataset], ctx), d.utterances[s.turn].labels))
+            direct.append((s, recognition_messages(d, s.turn, self.vocabs[s.dataset], ctx), d.utterances[s.turn].labels))
         for s in by_task["understanding"]:
             d = self._dialogue(s)
             direct.append((s, prompts.understanding(self._turns(s, s.turn), d.utterances[s.turn].speaker, self.vocabs[s.dataset], ctx), d.utterances[s.turn].labels))
@@ -294,6 +294,17 @@ class SelfPlay:
                 if p.k >= sp.max_turns:
                     p.done = True
         return plays
+
+
+def real_turns(dialogue: Dialogue, upto: int) -> list[prompts.Turn]:
+    """The dialogue's first ``upto`` utterances as prompt context."""
+    return [prompts.Turn(u.speaker, u.text) for u in dialogue.utterances[:upto]]
+
+
+def recognition_messages(dialogue: Dialogue, turn: int, vocab: LabelVocab, context_turns: int) -> list[dict[str, str]]:
+    """The recognition prompt of a real turn: one function for model and gold
+    shards (generator/gold.py), so the baseline trains on the very prompts self-play asks."""
+    return prompts.recognition(real_turns(dialogue, turn + 1), vocab, context_turns)
 
 
 def index_dialogues(dialogues: Mapping[str, Iterable[Dialogue]]) -> dict[tuple[str, str], Dialogue]:

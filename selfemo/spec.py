@@ -151,6 +151,11 @@ class Intent(str, Enum):
     predicted = "predicted"
 
 
+class Source(str, Enum):
+    model = "model"
+    gold = "gold"
+
+
 class SelfPlaySpec(SpecModel):
     tasks: list[Task] = Field(
         default_factory=lambda: [Task.recognition, Task.understanding, Task.expression],
@@ -171,11 +176,20 @@ class SelfPlaySpec(SpecModel):
         "model's own understanding prediction (`predicted`, needs the `understanding` task).",
     )
     seed: int = Field(0, ge=0, description="Seed for prompt sampling and decoding; rounds and shards derive theirs from it.")
+    source: Source = Field(
+        Source.model,
+        description="Where a round's answers come from: `model` samples G candidates per prompt from the policy and the "
+        "flywheel scores them (SELF-EMO); `gold` calls no model and gives each sampled recognition prompt the dataset's "
+        "gold label as its one kept candidate: the ordinary supervised fine-tuning baseline. `gold` needs "
+        "tasks [recognition] and training.algorithm `sft`.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "SelfPlaySpec":
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("tasks: each task may appear once")
+        if self.source == Source.gold and list(self.tasks) != [Task.recognition]:
+            raise ValueError("source: `gold` has gold answers for the recognition task only; set tasks: [recognition]")
         if self.intent == Intent.predicted and Task.understanding not in self.tasks:
             raise ValueError("intent: `predicted` needs the `understanding` task in tasks")
         return self
@@ -255,7 +269,8 @@ class LoraSpec(SpecModel):
 
 
 class TrainingSpec(SpecModel):
-    algorithm: Algorithm = Field(Algorithm.self_grpo, description="`self-grpo` (the method) or `sft` (supervised on the selected samples only).")
+    algorithm: Algorithm = Field(Algorithm.self_grpo, description="`self-grpo` (the method) or `sft` (supervised on the kept samples only: "
+                                     "the flywheel's, or the gold answers when selfPlay.source is `gold`).")
     sft_warmup: bool = Field(True, description="Run SFT on the round's selected samples before SELF-GRPO.")
     learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="AdamW peak learning rate.")
     clip: float = Field(0.2, gt=0, le=1.0, description="PPO clip range ε of the token-level ratio.")
@@ -444,6 +459,11 @@ class SelfEmoRunSpec(SpecModel):
     @model_validator(mode="after")
     def _cross_field(self) -> "SelfEmoRunSpec":
         g = self.self_play.group_size
+        if self.self_play.source == Source.gold and self.training.algorithm != Algorithm.sft:
+            raise ValueError(
+                f"selfPlay.source: `gold` gives each prompt one answer and no reward spread, which only supervised "
+                f"training uses; set training.algorithm: sft (got {self.training.algorithm})"
+            )
         if self.flywheel.keep_per_prompt > g:
             raise ValueError(f"flywheel.keepPerPrompt: {self.flywheel.keep_per_prompt} exceeds selfPlay.groupSize {g}")
         if self.training.algorithm == Algorithm.self_grpo and g < 2:

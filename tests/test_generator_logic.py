@@ -257,3 +257,84 @@ def test_choice_trie_lists_every_prefix_and_its_next_tokens():
     assert trie == {(): {5, 7}, (7,): {1, 2}, (7, 2): {9}}
     with pytest.raises(ValueError):
         choice_trie([()])
+
+
+# ---------------------------------------------------------------- gold shards (selfPlay.source: gold)
+
+
+@pytest.mark.parametrize("corpus", ["meld", "iemocap", "emorynlp"])
+def test_gold_answer_parses_back_to_the_gold_labels(corpus):
+    from selfemo.generator.gold import gold_answer
+
+    vocab = get_vocab(corpus)
+    subsets = [(label,) for label in vocab.labels] + [(), tuple(reversed(vocab.labels[:3])), vocab.labels]
+    for gold in subsets:
+        text = gold_answer(gold, vocab)
+        parsed = parse_labels(text, vocab)
+        assert parsed.ok and set(parsed.labels) == set(gold), (gold, text, parsed)
+    assert gold_answer(["Happy"], MELD) == "joy"  # a synonym is written as the canonical name evaluation scores
+    assert gold_answer(["surprise", "joy"], MELD) == "joy, surprise"
+    assert gold_answer([], MELD) == "none"
+
+
+def test_gold_answer_refuses_labels_the_parser_would_misread():
+    from selfemo.data.vocab import vocab_from_labels
+    from selfemo.generator.gold import gold_answer
+
+    vocab = vocab_from_labels("mine", ["love or hate", "calm"])
+    with pytest.raises(ValueError, match="parses as"):
+        gold_answer(["love or hate"], vocab)
+    with pytest.raises(ValueError, match="not all in the vocabulary"):
+        gold_answer(["joy"], vocab)
+
+
+def test_gold_shard_commits_gold_answers_of_the_model_shards_prompts_without_a_backend(tmp_path, erc_dir, tiny_model_dir,
+                                                                                         monkeypatch):
+    from transformers import AutoTokenizer
+
+    from selfemo.generator import backends, rollout
+    from selfemo.generator.backends import hf
+    from selfemo.generator.backends.base import render_prompt
+    from selfemo.generator.gold import gold_answer
+    from support.runs import quickstart_run
+
+    def no_backend(*args, **kwargs):
+        raise AssertionError("a gold shard must not construct a backend")
+
+    monkeypatch.setattr(backends, "open_backend", no_backend)
+    monkeypatch.setattr(hf.TransformersBackend, "__init__", no_backend)
+    gold_run = quickstart_run(tmp_path / "gold", erc_dir, model=str(tiny_model_dir),
+                              selfPlay={"tasks": ["recognition"], "source": "gold", "promptsPerRound": 12},
+                              training={"algorithm": "sft"})
+    keys = rollout.ShardKeys(1, 0, 1)
+    assert rollout.rollout_shard(gold_run, 1, 0, 1, chunk_size=5, stop_after_chunks=1) == {"complete": False}
+    summary = rollout.rollout_shard(gold_run, 1, 0, 1, chunk_size=5)  # resumes after the committed chunk
+    assert summary["groups"] == summary["kept"] == 12 and summary["grpo_groups"] == 0
+    gen = summary["generation"]
+    assert gen["source"] == gen["backend"] == "gold" and gen["tokens"] == 0 and gen["chunks_generated_now"] == 2
+    store = rollout.open_run_store(gold_run)
+    assert store.is_committed(keys.trajectories) and store.is_committed(keys.selected)
+    recs = rollout.read_round_groups(gold_run, 1)
+
+    # the same seeds and prompts a model shard of the same spec asks (a scripted engine answers there)
+    model_run = quickstart_run(tmp_path / "model", erc_dir, selfPlay={"tasks": ["recognition"], "promptsPerRound": 12})
+    rollout.rollout_shard(model_run, 1, 0, 1, chunk_size=5, backend=ScriptedBackend())
+    asked = rollout.read_round_groups(model_run, 1, selected=False)
+    assert [(r["id"], r["messages"]) for r in recs] == [(r["id"], r["messages"]) for r in asked]
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    weights = gold_run.spec.rewards.weights
+    corpora, vocabs = rollout.load_training_corpora(gold_run)
+    dialogues = index_dialogues(corpora)
+    for r in recs:
+        gold = dialogues[(r["dataset"], r["dialogue_id"])].utterances[r["turn"]].labels
+        assert r["source"] == "gold" and r["reference"] == list(gold) and r["reference_kind"] == "gold"
+        assert r["kept"] == [0] and r["grpo"] is False
+        assert r["prompt"] == render_prompt(tok, r["messages"])
+        assert r["prompt_tokens"] == len(tok(r["prompt"], add_special_tokens=False)["input_ids"])
+        (c,) = r["candidates"]
+        assert c["text"] == gold_answer(gold, vocabs[r["dataset"]]) and c["labels"] == list(gold) and c["parsed"]
+        assert c["token_ids"] == tok(c["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert c["logprobs"] == []
+        assert c["reward"]["alignment"] == c["reward"]["consistency"] == c["reward"]["format"] == pytest.approx(1.0)
+        assert c["reward"]["total"] == pytest.approx(weights.total)

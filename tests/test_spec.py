@@ -42,6 +42,24 @@ def test_only_model_base_is_required():
         SelfEmoRunSpec.model_validate({})
 
 
+def test_gold_source_is_the_sft_baseline_and_checks_its_partners():
+    base = {"model": {"base": "smollm2-135m-instruct"}}
+    assert SelfEmoRunSpec.model_validate(base).self_play.source == "model"
+    gold = SelfEmoRunSpec.model_validate({**base, "selfPlay": {"tasks": ["recognition"], "source": "gold", "groupSize": 1},
+                                          "flywheel": {"keepPerPrompt": 1}, "training": {"algorithm": "sft"}})
+    assert gold.self_play.source == "gold" and gold.training.algorithm == "sft"
+    cases = [({"tasks": ["recognition"], "source": "gold"}, {}, "spec.selfPlay.source", "training.algorithm: sft"),
+             ({"tasks": ["recognition", "understanding"], "source": "gold"}, {"algorithm": "sft"},
+              "spec.selfPlay.source", "tasks: [recognition]"),
+             ({"tasks": ["recognition"], "source": "teacher"}, {"algorithm": "sft"}, "spec.selfPlay.source", "model")]
+    for self_play, training, path, words in cases:
+        doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "g"},
+               "spec": {**base, "selfPlay": self_play, "training": training}}
+        run, problems = check_manifest(doc)
+        assert run is None and [p.path for p in problems] == [path], problems
+        assert words in problems[0].message, problems[0].message
+
+
 def test_every_field_has_a_description():
     missing = []
 

@@ -134,6 +134,26 @@ def test_sft_one_process_loss_falls_and_checkpoint_reloads(tmp_path, tiny_model_
     assert not open_run_store(run).list("round-001/train-state/")
 
 
+def test_sft_trains_on_a_gold_shard(tmp_path, tiny_model_dir, tokenizer, erc_dir):
+    """selfPlay.source gold: the generator's gold shard is all the SFT path needs; the gold answers become likelier."""
+    from selfemo.generator.rollout import read_round_groups, rollout_shard
+    from selfemo.trainer.loop import train_round
+    from support.runs import quickstart_run
+
+    run = quickstart_run(tmp_path, erc_dir, model=str(tiny_model_dir),
+                         selfPlay={"tasks": ["recognition"], "source": "gold", "promptsPerRound": 16, "contextTurns": 2},
+                         training={"algorithm": "sft", "learningRate": 5e-3, "epochs": 4, "checkpointEvery": 0})
+    rollout_shard(run, 1, 0, 1)
+    groups = read_round_groups(run, 1)
+    summary = train_round(run, 1)
+    assert summary["algorithm"] == "sft" and summary["sft_examples"] == len(groups) == 16 and summary["grpo_examples"] == 0
+    assert summary["steps"] == 4 * 4  # 16 examples, micro-batches of 4, 4 epochs
+    assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
+    before = gold_logprob(tiny_model_dir, tokenizer, groups)
+    after = gold_logprob(checkpoint_dir(run, tmp_path), tokenizer, groups)
+    assert after > before + 5.0, (before, after)
+
+
 def test_grpo_raises_rewarded_completions(tmp_path, tiny_model_dir, tokenizer):
     from selfemo.trainer.loop import train_round
 
