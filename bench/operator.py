@@ -13,7 +13,8 @@
    and `--shards` generator shards) and waits until all are Succeeded.
 
 Prints: wall time from the first create until the last run's status says
-Succeeded; the operator's API writes (POST/PUT/PATCH/DELETE it sent, as
+Succeeded; the operator's API reads (gets and lists; watch requests
+apart) and writes (POST/PUT/PATCH/DELETE it sent, as
 logged by the emulator) per round per run, rounds counting the baseline
 evaluation (round 0); latency from a child's completion (the kubelet's
 clock, after its last write) to the status patch that moves that run to the
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.time() - last_report > 15:
                 last_report = time.time()
                 print(f"  t={time.time() - start:6.1f}s {dict(sorted(phases.items()))}", flush=True)
-            time.sleep(0.5)
+            time.sleep(2.0)  # a list of every run is heavy for the emulator: it shares the cores
         status = proc_status(operator.pid)
         cpu = cpu_seconds(operator.pid) - cpu_idle
     finally:
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         kubelet.stop()
 
     writes = list(server.emulator.writes)
+    reads = collections.Counter({(res, action): n for (res, action, by_tests), n in server.emulator.reads.items()
+                                 if not by_tests})
     server.stop()
     ops = [w for w in writes if not w.by_tests]
     succeeded = [w.time for w in ops if w.resource == "selfemoruns" and w.phase == "Succeeded"]
@@ -195,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"operator API writes: {len(ops)} = {per_round_run:.1f} per round per run")
     for kind, n in kinds.most_common():
         print(f"    {kind:40s} {n:6d}  ({n / (args.runs * (args.rounds + 1)):.2f} per round per run)")
+    rounds_runs = args.runs * (args.rounds + 1)
+    gets_lists = sum(n for (_res, action), n in reads.items() if action != "watch")
+    print(f"operator API reads (get/list; watches apart): {gets_lists} = {gets_lists / rounds_runs:.1f} per round per run")
+    for (res, action), n in reads.most_common():
+        print(f"    {action + ' ' + res:40s} {n:6d}  ({n / rounds_runs:.2f} per round per run)")
     print(f"child completion -> next phase: n={len(latencies)} p50 {p50:.2f} s, p95 {p95:.2f} s, "
           f"max {max(latencies, default=float('nan')):.2f} s, mean {statistics.fmean(latencies) if latencies else float('nan'):.2f} s"
           + (f"; {len(missing)} never followed" if missing else ""))

@@ -213,6 +213,16 @@ class Kubelet:
                 self.errors.append(f"{(obj.get('metadata') or {}).get('name')}: {exc!r}")
                 log.warning("kubelet: %s", self.errors[-1])
 
+    def _finish(self, job: str) -> None:
+        """Mark the Job Complete. The operator may already have deleted it:
+        the last evaluation's commit ends the run, and a run that ends deletes
+        its children that are still running."""
+        try:
+            finish_job(self.kube, job, ok=True, ns=self.ns)
+        except KubeHTTPError as exc:
+            if exc.status != 404:
+                raise
+
     def complete(self, obj: dict) -> Completion | None:
         """Do what the child's component would, then record the completion."""
         meta = obj["metadata"]
@@ -240,11 +250,11 @@ class Kubelet:
                     raise
         elif kind == "trainer":
             commit(store, layout.checkpoint(round_), {"trainer_state.json": {"round": round_}})
-            finish_job(self.kube, name, ok=True, ns=self.ns)
+            self._finish(name)
         elif kind == "evaluator":
             datasets = tuple(d.name for d in run.spec.datasets.eval)
             commit(store, layout.eval_prefix(round_), {"metrics.json": metrics_json(self.score(run.metadata.name, round_), datasets)})
-            finish_job(self.kube, name, ok=True, ns=self.ns)
+            self._finish(name)
         else:
             return None
         done = Completion(run.metadata.name, name, kind, round_, shard, time.time())
