@@ -26,6 +26,7 @@ from typing import Callable
 
 from selfemo.operator.commands import component_args
 from selfemo.operator.observed import ChildState, Observed
+from selfemo.operator.progress_view import ChildProgress, progress_line
 from selfemo.operator.round import ChildIntent, Decision, reconcile
 from selfemo.operator.store_observer import read_store_state
 from selfemo.status import Phase, RunStatus
@@ -80,7 +81,7 @@ class LocalExecutor:
     def __init__(self, run, config_path: str | os.PathLike[str], *, logs_dir: str | os.PathLike[str] | None = None,
                  max_parallel: int = 1, python: str = sys.executable, poll_seconds: float = 1.0,
                  heartbeat_seconds: float = 30.0, echo: Callable[[str], None] | None = None,
-                 env: dict[str, str] | None = None):
+                 show: Callable[[str], None] | None = None, env: dict[str, str] | None = None):
         from selfemo.policy import open_run_store, run_layout
 
         self.run = run
@@ -93,9 +94,13 @@ class LocalExecutor:
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.show = show or self.echo  # the progress line: redrawn in place on a terminal, else logged
         self.env = env
         self.children: dict[str, LocalChild] = {}
         self.status = self.load_status()
+        self.committed: frozenset[str] = frozenset()  # as last observed, for the progress line
+        self.stop_requested = False
+        self.shutting_down = False
         self._last_beat = 0.0
 
     # ------------------------------------------------------------------ state
@@ -119,6 +124,7 @@ class LocalExecutor:
         # the store read next, never counted as a failure to retry.
         children = {name: c.state() for name, c in self.children.items()}
         state = read_store_state(self.store)
+        self.committed = state.committed
         return Observed(children=children, committed=state.committed, eval_metrics=state.eval_metrics,
                         flywheel=state.flywheel)
 
@@ -172,45 +178,66 @@ class LocalExecutor:
         return phase.is_terminal() or (phase == Phase.suspended and not self.children)
 
     def heartbeat(self, force: bool = False) -> None:
+        """Show the progress line (round, phase, shards, latest W-F1, each running child's last line)."""
         now = time.monotonic()
         if not force and now - self._last_beat < self.heartbeat_seconds:
             return
         self._last_beat = now
-        alive = [c for c in self.children.values() if c.proc.poll() is None]
-        where = f"round {self.status.round} {self.status.phase.value}"
-        if self.status.best_weighted_f1 is not None:
-            where += f" (best mean W-F1 {self.status.best_weighted_f1:.2f}, round {self.status.best_round})"
-        if not alive:
-            self.echo(where)
-        for c in alive:
-            self.echo(f"{where}: {c.intent.name} running {_mmss(now - c.started)} | {last_lines(c.log_path, 1, 160)}")
+        alive = [ChildProgress(c.intent.name, now - c.started, last_lines(c.log_path, 1, 160))
+                 for c in self.children.values() if c.proc.poll() is None]
+        self.show(progress_line(self.status, rounds=self.run.spec.flywheel.rounds,
+                                shards=self.run.spec.resources.generator.shards, committed=self.committed,
+                                children=alive))
+
+    def request_stop(self) -> None:
+        """Stop at the next step boundary (what `selfemo run`'s SIGINT/SIGTERM handler calls).
+
+        A KeyboardInterrupt raised mid-step could land between starting a
+        child and recording it, and that child would outlive the run."""
+        self.stop_requested = True
 
     def run_to_end(self) -> RunStatus:
-        """Loop until the run ends; Ctrl-C stops the children and keeps what is committed."""
+        """Loop until the run ends. A requested stop or Ctrl-C stops the children,
+        saves the status and raises KeyboardInterrupt; what is committed is kept."""
         try:
-            while not self.step():
+            while not self.stop_requested:
+                if self.step():
+                    return self.status
                 time.sleep(self.poll_seconds)
         except KeyboardInterrupt:
-            self.echo("interrupted: stopping children; committed work is kept, run the same command to resume")
-            for name in list(self.children):
-                self.stop(name)
-            self.save_status()
+            self.shutdown()
             raise
-        return self.status
+        self.shutdown()
+        raise KeyboardInterrupt
+
+    def shutdown(self) -> None:
+        """Stop every child (and its process group) and save the status."""
+        self.shutting_down = True
+        alive = [name for name, c in self.children.items() if c.proc.poll() is None]
+        if alive:
+            self.echo(f"stopping {', '.join(alive)}; committed work is kept")
+        for name in list(self.children):
+            self.stop(name)
+        self.save_status()
 
 
 def terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the child's process group (vLLM and torchrun spawn workers), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM the child's process group (vLLM and torchrun spawn workers), then
+    SIGKILL what is left of the group, even once the leader has exited: a
+    worker that ignores SIGTERM must not outlive the child it belongs to."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5.0)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
 
 
 def default_logs_dir(run, run_uri: str) -> Path:
@@ -222,7 +249,3 @@ def default_logs_dir(run, run_uri: str) -> Path:
         return Path(parts.path) / "logs"
     return Path("selfemo-logs") / run.metadata.namespace / run.metadata.name
 
-
-def _mmss(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 60}m{s % 60:02d}s"

@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="resolve each dataset whose uri is a relative path as DIR/<its last component> "
                         "(e.g. --data-dir /data/erc for uri ../shared/erc/meld → /data/erc/meld)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between progress lines when stderr is not a terminal (a terminal gets a live line)")
     p.set_defaults(func=_run)
 
 
@@ -37,35 +39,110 @@ def _run(args) -> int:
     except RunFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    missing = missing_data(run)
+    if missing:  # before anything is started or written: a child would only fail later, retried
+        print(format_missing_data(args.run_file, missing), file=sys.stderr)
+        return 2
     from selfemo.operator.local import EXIT_CODES, LocalExecutor
+    from selfemo.operator.progress_view import TerminalLine
 
     config = args.run_file
     if args.store or args.data_dir:
         config = _write_effective(run, args.logs_dir)
+    live = TerminalLine() if sys.stderr.isatty() else None
+    view = {"echo": live.print, "show": live.show, "heartbeat_seconds": args.poll} if live else \
+        {"heartbeat_seconds": args.progress_every}
     executor = LocalExecutor(run, config, logs_dir=args.logs_dir, max_parallel=args.max_parallel,
-                             poll_seconds=args.poll)
+                             poll_seconds=args.poll, **view)
     print(f"run {run.metadata.namespace}/{run.metadata.name}: artefacts in {executor.layout.uri}", file=sys.stderr)
-    status = _stopped_by_sigterm_as_by_ctrl_c(executor.run_to_end)
+    status = None
+    try:
+        status = _stopped_by_signals(executor)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live:
+            live.close()
+    if status is None:
+        print(f"stopped: status saved in {executor.layout.uri}/status.json; committed work is kept. "
+              f"To resume, run the same command again:\n  {resume_command(args)}", file=sys.stderr)
+        return 130
     print(format_summary(status))
     return EXIT_CODES.get(status.phase, 1)
 
 
-def _stopped_by_sigterm_as_by_ctrl_c(run_to_end):
-    """`kill` (SIGTERM) takes the Ctrl-C path: children run in their own
-    sessions, so without it they would outlive a terminated `selfemo run`."""
+def _stopped_by_signals(executor):
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) stop the run at its next step:
+    children run in their own sessions, so they are stopped by the executor
+    (never left running) and the status is saved. A second signal before
+    the children are being stopped interrupts at once, for a step stuck on an
+    unreachable store; once they are, the stop is let finish."""
     import signal
     import threading
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def stop(signum, frame):
+        if executor.stop_requested and not executor.shutting_down:
+            raise KeyboardInterrupt
+        executor.request_stop()
 
     if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
-        return run_to_end()
-    previous = signal.signal(signal.SIGTERM, interrupt)
+        return executor.run_to_end()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_to_end()
+        return executor.run_to_end()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def resume_command(args) -> str:
+    """The `selfemo run` command line that resumes this run (same file, same overrides)."""
+    import shlex
+
+    words = ["selfemo", "run", args.run_file]
+    for flag, value, default in (("--store", args.store, None), ("--data-dir", args.data_dir, None),
+                                 ("--logs-dir", args.logs_dir, None), ("--max-parallel", args.max_parallel, 1)):
+        if value != default:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def missing_data(run) -> list[tuple[str, str]]:
+    """(field path, problem) for every local dataset a child would fail to open.
+
+    Asks the loaders themselves (`load_dialogues` checks its folder and the
+    split's official file names before reading a row), for the split each
+    child reads: `train` (or `split`) of datasets.train, `test` (or `split`)
+    of datasets.eval. `s3://` corpora are left to the children, which fetch them.
+    """
+    from selfemo.data import DataError, load_dialogues
+    from selfemo.generator.corpora import local_path
+
+    problems = []
+    for group, default_split in (("train", "train"), ("eval", "test")):
+        for i, ref in enumerate(getattr(run.spec.datasets, group)):
+            if ref.uri.startswith("s3://"):
+                continue
+            split = ref.split or default_split
+            where = f"spec.datasets.{group}[{i}]"
+            try:
+                load_dialogues(ref.format, local_path(ref.uri).resolve(), splits=[split], labels=ref.labels or None)
+            except DataError as exc:  # no such folder, or not the split's file
+                problems.append((f"{where}.uri", f"{exc} (the {split} split of {ref.format} {ref.name!r})"))
+            except ValueError as exc:  # e.g. labels given for a format that has its own
+                problems.append((where, str(exc)))
+    return problems
+
+
+def format_missing_data(run_file: str, problems: list[tuple[str, str]]) -> str:
+    from pathlib import Path
+
+    lines = [f"error: {run_file}: the children could not read these datasets; nothing was started"]
+    lines += [f"  {path}: {message}" for path, message in problems]
+    lines.append(f"hint: relative dataset paths resolve against the current directory ({Path.cwd()}); pass "
+                 "--data-dir DIR to read each as DIR/<its last component> (`make run` passes $SELFEMO_ERC_DIR, "
+                 "default ../shared/erc)")
+    return "\n".join(lines)
 
 
 def with_overrides(run, *, store: str | None, data_dir: str | None):

@@ -5,7 +5,9 @@ The real components under `selfemo run` are tested in test_quickstart.py."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,122 @@ def test_the_real_trainer_finding_no_learning_signal_ends_the_run_without_a_retr
     log = (tmp_path / "runs/default/exec-test/logs/exec-test-r1-train.log").read_text()
     assert "no learning signal: the flywheel selected no group" in log
     assert (tmp_path / "runs/default/exec-test/round-001/no-signal/_SUCCESS").exists()
+
+
+def test_run_refuses_missing_dataset_files_before_starting_anything(tmp_path, capsys, erc_dir):
+    """Every local corpus a child would read is checked first, by the loaders
+    themselves, after --data-dir: each problem names its field path, the
+    resolved path and the missing file; s3:// corpora are the children's."""
+    from selfemo.cli import main
+    from selfemo.run_cli import missing_data
+    from support.runs import quickstart_run
+
+    (tmp_path / "data/iemocap").mkdir(parents=True)
+    (tmp_path / "data/iemocap/train.jsonl").write_text("")  # the train split only: eval needs test
+    path = write_run(tmp_path, datasets={
+        "train": [{"name": "meld", "format": "meld", "uri": "../corpora/meld"}],
+        "eval": [{"name": "meld", "format": "meld", "uri": "s3://corpora/meld"},
+                 {"name": "iemocap", "format": "iemocap", "uri": str(tmp_path / "data/iemocap")}]})
+    assert main(["run", str(path), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"spec.datasets.train[0].uri: {tmp_path / 'data/meld'}: no such file or folder (the train split" in err
+    assert f"spec.datasets.eval[1].uri: {tmp_path / 'data/iemocap'}: no iemocap file test.jsonl here" in err
+    assert "eval[0]" not in err
+    assert "--data-dir DIR" in err and "SELFEMO_ERC_DIR" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data/effective-run.yaml").exists()
+    # the split files the real corpora have are found (the quickstart's train and eval refs)
+    assert missing_data(quickstart_run(tmp_path, erc_dir)) == []
+
+
+def progress_python(tmp_path: Path) -> str:
+    """The stand-in children, each printing a progress line and working for a moment first."""
+    exe = tmp_path / "slow-python"
+    exe.write_text(f"#!/bin/sh\necho 'work: 3/8 prompts'\nsleep 0.6\nexec {sys.executable} {FAKE} \"$@\"\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_progress_lines_show_round_phase_shards_child_progress_and_latest_wf1(tmp_path, monkeypatch):
+    """Not on a terminal the view is plain periodic lines (every line here:
+    heartbeat 0), each with everything a user watching a log needs."""
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path))
+    path, lines, shown = write_run(tmp_path, flywheel={"rounds": 1}), [], []
+    ex = LocalExecutor(load_run(path), path, python=progress_python(tmp_path), poll_seconds=0.1,
+                       heartbeat_seconds=0, echo=lines.append, show=shown.append)
+    assert ex.run_to_end().phase == Phase.succeeded
+
+    def seen(pattern: str) -> bool:
+        return any(re.fullmatch(pattern, ln) for ln in shown)
+
+    assert seen(r"round 0/1 Evaluating \| exec-test-r0-eval 0m0\ds: work: 3/8 prompts"), shown
+    assert seen(r"round 1/1 Generating \| shards 0/2 committed \| W-F1 10.00 \(round 0\) \| "
+                r"exec-test-r1-gen-0 0m0\ds: work: 3/8 prompts"), shown
+    assert seen(r"round 1/1 Generating \| shards 1/2 committed \| W-F1 10.00 \(round 0\) \| "
+                r"exec-test-r1-gen-1 0m0\ds: work: 3/8 prompts"), shown
+    assert seen(r"round 1/1 Training \| W-F1 10.00 \(round 0\) \| exec-test-r1-train 0m0\ds: .*"), shown
+    assert shown[-1] == "round 1/1 Succeeded | W-F1 11.00 (round 1)"
+    assert not set(shown) & set(lines)  # transitions and child starts go to echo, progress to show
+
+
+def test_the_terminal_view_redraws_one_line_and_prints_messages_above_it():
+    import io
+
+    from selfemo.operator.progress_view import TerminalLine
+
+    out = io.StringIO()
+    view = TerminalLine(out)
+    view.show("round 1/2 Generating")
+    view.print("started r1-gen-0")
+    view.show("round 1/2 Training")
+    view.close()
+    assert out.getvalue() == ("\rround 1/2 Generating\x1b[K"
+                              "\r\x1b[Kstarted r1-gen-0\nround 1/2 Generating"
+                              "\rround 1/2 Training\x1b[K\n")
+
+
+def test_stopping_a_child_kills_its_whole_process_group(tmp_path, monkeypatch):
+    """A worker that ignores SIGTERM (as vLLM or torchrun workers may) is
+    SIGKILLed with its group even though the child itself exited."""
+    import os
+
+    from selfemo.operator.round import ChildIntent
+    from support.process_groups import alive, group_left_alive
+
+    pids = tmp_path / "worker.pid"
+    exe = tmp_path / "forking-python"
+    exe.write_text(f"#!/bin/sh\n(trap '' TERM; exec sleep 600) &\necho $! > {pids}\nexec sleep 600\n")
+    exe.chmod(0o755)
+    ex = LocalExecutor(load_run(write_run(tmp_path)), tmp_path / "run.yaml", python=str(exe), echo=lambda _: None)
+    ex.start(ChildIntent(name="exec-test-r1-gen-0", kind="generator", round=1, shard=0, shards=1))
+    leader = ex.children["exec-test-r1-gen-0"].proc.pid
+    deadline = time.monotonic() + 30
+    while not pids.exists() or not pids.read_text().strip():
+        assert time.monotonic() < deadline, "the child never started its worker"
+        time.sleep(0.05)
+    worker = int(pids.read_text())
+    assert os.getpgid(worker) == leader
+    ex.stop("exec-test-r1-gen-0")
+    assert not alive(leader)
+    assert group_left_alive(leader) == [] and not alive(worker)
+
+
+def test_a_requested_stop_stops_the_running_child_saves_the_status_and_raises(tmp_path, monkeypatch):
+    """What `selfemo run`'s SIGINT/SIGTERM handler asks for, at a step boundary."""
+    import signal
+
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path))
+    path, started = write_run(tmp_path, flywheel={"rounds": 1}), []
+
+    def echo(line: str) -> None:
+        if line.startswith("started exec-test-r1-gen-0"):
+            started.append(ex.children["exec-test-r1-gen-0"].proc)
+            ex.request_stop()
+
+    ex = LocalExecutor(load_run(path), path, python=progress_python(tmp_path), poll_seconds=0.05,
+                       heartbeat_seconds=3600, echo=echo)
+    with pytest.raises(KeyboardInterrupt):
+        ex.run_to_end()
+    assert started[0].returncode == -signal.SIGTERM and not ex.children
+    saved = json.loads((tmp_path / "runs/default/exec-test/status.json").read_text())
+    assert (saved["phase"], saved["round"]) == ("Generating", 1)
+    assert not (tmp_path / "runs/default/exec-test/round-001/selected").exists()
