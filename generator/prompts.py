@@ -2,9 +2,17 @@
 
 Every task is a chat conversation (system + user message) rendered by the
 tokenizer's chat template, so the vLLM and transformers backends see the same
-tokens. The context is the most recent ``context_turns`` utterances as
-``Speaker: text`` lines; the label names are the dataset vocabulary's
-canonical names, which is also what the parser maps answers back onto.
+tokens. The context is at least the ``context_turns`` most recent utterances
+as ``Speaker: text`` lines (see :func:`context_start`); the label names are the
+dataset vocabulary's canonical names, which is also what the parser maps
+answers back onto.
+
+The layout is chosen so that prompts share long token prefixes: what is the
+same for a whole dataset (the role, the label names, the answer format) sits
+in the system message, the dialogue comes next, and only the short question
+naming the speaker comes last. Evaluation scores a dialogue's utterances in
+order, so each prompt costs little more than its newest turn and question
+(`backends.prefix_scoring`, vLLM's prefix cache).
 """
 from __future__ import annotations
 
@@ -28,8 +36,23 @@ class Turn:
     text: str
 
 
+def context_start(n_turns: int, context_turns: int) -> int:
+    """Index of the first turn shown in a prompt that ends at turn ``n_turns - 1``.
+
+    At least the ``context_turns`` most recent turns, the start rounded down to
+    a multiple of ``ceil(context_turns / 2)``: consecutive utterances of a
+    dialogue then begin their context at the same turn, so their prompts share
+    every token up to the newest turn and the engines compute that prefix once.
+    The price is at most ``ceil(context_turns / 2) - 1`` extra turns.
+    """
+    if context_turns <= 0:
+        return 0
+    start = max(0, n_turns - context_turns)
+    return start - start % ((context_turns + 1) // 2)
+
+
 def _context(turns: Sequence[Turn], context_turns: int) -> str:
-    recent = list(turns)[-context_turns:] if context_turns > 0 else list(turns)
+    recent = list(turns)[context_start(len(turns), context_turns):]
     return "\n".join(f"{t.speaker}: {' '.join(t.text.split())[:MAX_UTTERANCE_CHARS]}" for t in recent)
 
 
@@ -37,8 +60,13 @@ def _label_list(vocab: LabelVocab) -> str:
     return ", ".join(vocab.labels)
 
 
-def _messages(user: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+def _messages(user: str, system: str = SYSTEM) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _labelled_system(vocab: LabelVocab) -> str:
+    """The system message of the label-answer tasks: role, label names, answer format."""
+    return f"{SYSTEM} The emotions are: {_label_list(vocab)}. Answer with the emotion name only."
 
 
 def recognition(turns: Sequence[Turn], vocab: LabelVocab, context_turns: int) -> list[dict[str, str]]:
@@ -46,8 +74,8 @@ def recognition(turns: Sequence[Turn], vocab: LabelVocab, context_turns: int) ->
     last = turns[-1]
     return _messages(
         f"Conversation:\n{_context(turns, context_turns)}\n\n"
-        f"Which emotion does {last.speaker} express in the last utterance? "
-        f"Choose from: {_label_list(vocab)}. Answer with the emotion name only."
+        f"Which emotion does {last.speaker} express in the last utterance?",
+        _labelled_system(vocab),
     )
 
 
@@ -55,8 +83,8 @@ def understanding(turns: Sequence[Turn], next_speaker: str, vocab: LabelVocab, c
     """Forecast: which emotions will the next speaker express?"""
     return _messages(
         f"Conversation:\n{_context(turns, context_turns)}\n\n"
-        f"{next_speaker} speaks next. Which emotion will {next_speaker} express? "
-        f"Choose from: {_label_list(vocab)}. Answer with the emotion name only."
+        f"{next_speaker} speaks next. Which emotion will {next_speaker} express?",
+        _labelled_system(vocab),
     )
 
 

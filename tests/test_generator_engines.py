@@ -70,6 +70,29 @@ def test_transformers_label_scores_equal_brute_force(hf):
             assert scores[i, k] == pytest.approx(sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(lid)), abs=1e-3)
 
 
+def test_prefix_reuse_scores_a_dialogue_exactly_and_feeds_only_new_tokens(tiny_model_dir):
+    """Scoring a dialogue's utterances in order reuses the shared prompt prefix
+    (the aligned context window makes them share it) and still gives each
+    prompt's from-scratch label log-likelihoods; out of order, the same scores."""
+    hf = TransformersBackend(str(tiny_model_dir), batch_size=8)
+    turns = [prompts.Turn("AB"[i % 2], f"this is line number {i} of a rather long talk") for i in range(12)]
+    msgs = [prompts.recognition(turns[: t + 1], MELD, 4) for t in range(12)]
+    labels = list(MELD.labels)
+    scores = hf.score_choices(msgs, labels)
+    lengths = [len(hf.tokenizer(render_prompt(hf.tokenizer, m), add_special_tokens=False)["input_ids"]) for m in msgs]
+    assert hf._scorer.fed_tokens < 0.6 * sum(lengths)  # the shared prefixes were not fed again
+    fresh = TransformersBackend(str(tiny_model_dir), batch_size=8)
+    for i in (0, 5, 11):
+        ids = hf.tokenizer(render_prompt(hf.tokenizer, msgs[i]), add_special_tokens=False)["input_ids"]
+        for k, label in enumerate(labels):
+            lid = hf.tokenizer(label, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                lp = torch.log_softmax(fresh.model(torch.tensor([ids + lid])).logits[0].float(), -1)
+            assert scores[i, k] == pytest.approx(sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(lid)), abs=1e-4)
+    backwards = fresh.score_choices(msgs[::-1], labels)[::-1]
+    assert np.allclose(backwards, scores, atol=1e-4)
+
+
 def test_vllm_cpu_backend_matches_transformers(hf, tiny_model_dir, tmp_path):
     result = tmp_path / "vllm.json"
     out = subprocess.run([sys.executable, str(REPO / "tests" / "engines" / "vllm_check.py"), str(tiny_model_dir), str(result)],

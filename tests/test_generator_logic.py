@@ -64,12 +64,29 @@ def test_first_mentioned_label_is_the_single_prediction():
 
 def test_prompts_bound_the_context_and_name_the_labels():
     turns = [prompts.Turn(f"S{i % 2}", f"line {i}") for i in range(20)]
-    msg = prompts.recognition(turns, MELD, context_turns=4)[-1]["content"]
-    assert "line 19" in msg and "line 16" in msg and "line 15" not in msg
-    assert all(label in msg for label in MELD.labels)
-    assert "S1 express" in msg
+    system, user = (m["content"] for m in prompts.recognition(turns, MELD, context_turns=4))
+    assert "line 19" in user and "line 16" in user and "line 15" not in user
+    assert all(label in system for label in MELD.labels)
+    assert "S1 express" in user
     expr = prompts.expression(turns, "Ross", ("joy",), 4)[-1]["content"]
     assert "Ross" in expr and "joy" in expr
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 8])
+def test_context_start_keeps_the_window_and_aligns_neighbours(window):
+    starts = [prompts.context_start(n, window) for n in range(1, 40)]
+    for n, s in zip(range(1, 40), starts):
+        assert 0 <= s <= max(0, n - window)  # at least `window` turns, when there are that many
+        assert n - s < window + (window + 1) // 2  # at most half a window more
+    assert starts == sorted(starts)
+    # consecutive utterances share their start in runs of ceil(window / 2)
+    assert max(starts.count(s) for s in set(starts) if s > 0) == (window + 1) // 2
+
+
+def test_neighbouring_prompts_share_everything_but_the_newest_turn_and_question():
+    turns = [prompts.Turn(f"S{i % 2}", f"line {i}") for i in range(10)]
+    a, b = (prompts.recognition(turns[:n], MELD, 4)[-1]["content"] for n in (6, 7))
+    assert b.startswith(a[: a.index("line 5")] + "line 5")
 
 
 def test_clean_reply():
@@ -338,3 +355,36 @@ def test_gold_shard_commits_gold_answers_of_the_model_shards_prompts_without_a_b
         assert c["logprobs"] == []
         assert c["reward"]["alignment"] == c["reward"]["consistency"] == c["reward"]["format"] == pytest.approx(1.0)
         assert c["reward"]["total"] == pytest.approx(weights.total)
+
+
+# ---------------------------------------------------------------- prefix-sharing label scoring (layout only)
+
+
+def test_common_prefix():
+    from selfemo.generator.backends.prefix_scoring import common_prefix
+
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([7, 8], [7, 8]) == 2
+
+
+def test_segment_branches_see_the_prompt_and_only_themselves():
+    from selfemo.generator.backends.prefix_scoring import build_segment
+
+    # 2 cached tokens, a 3-token prompt tail, choices of 1, 3 and 2 tokens
+    seg = build_segment([10, 11, 12], 2, [[20], [30, 31, 32], [40, 41]])
+    assert seg.input_ids == [10, 11, 12, 30, 31, 40]  # a choice's last token is never fed
+    assert seg.positions == [2, 3, 4, 5, 6, 5]  # branches restart right after the prompt
+    a = seg.allowed
+    assert a.shape == (6, 8)
+    assert a[:, :2].all()  # everyone sees the cache
+    assert a[0, 2] and not a[0, 3] and a[2, 2:5].all()  # the prompt tail is causal
+    assert a[3, 2:6].all() and not a[3, 6:].any()  # choice 2's first fed token: prompt + itself
+    assert a[4, 5:7].all() and not a[4, 7]  # choice 2's second: sees its first, not choice 3
+    assert a[5, 2:5].all() and not a[5, 5:7].any() and a[5, 7]  # choice 3: prompt + itself only
+    # choice 1 is read at the prompt's last row; choice 2's tokens at rows 2, 3, 4
+    assert seg.readout == [[(2, 20)], [(2, 30), (3, 31), (4, 32)], [(2, 40), (5, 41)]]
+    with pytest.raises(ValueError, match="at least one token"):
+        build_segment([], 2, [[1]])
+    with pytest.raises(ValueError, match="tokenizes to nothing"):
+        build_segment([1], 0, [[]])

@@ -39,6 +39,7 @@ class TransformersBackend:
         self.model.eval()
         self.batch_size = batch_size
         self.throughput = Throughput()
+        self._scorer = None  # the prefix-sharing label scorer, made on first use
 
     # ------------------------------------------------------------------ generate
 
@@ -114,49 +115,25 @@ class TransformersBackend:
     # ------------------------------------------------------------------ score
 
     def score_choices(self, prompts: Sequence[Messages], choices: Sequence[str]) -> np.ndarray:
-        """Sum of token log-probs of each choice after the prompt.
+        """Sum of token log-probs of each choice after the prompt, shape (len(prompts), K).
 
-        The prompt is run once; its KV cache is repeated for the K choices,
-        which are fed together (right-padded), so scoring K labels costs one
-        prompt pass plus K short continuations.
+        One forward pass per prompt that feeds only the tokens it does not
+        share with the previous prompt, the K choices as branches of the same
+        pass (`prefix_scoring`); call it with a dialogue's prompts in order.
         """
-        import torch
+        from selfemo.generator.backends.prefix_scoring import PrefixScorer
 
+        if self._scorer is None:
+            self._scorer = PrefixScorer(self.model)
         choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-        k, lmax = len(choices), max(len(c) for c in choice_ids)
-        cids = torch.full((k, lmax), self.tokenizer.pad_token_id, dtype=torch.long)
-        cmask = torch.zeros((k, lmax), dtype=torch.long)
-        for j, ids in enumerate(choice_ids):
-            cids[j, : len(ids)] = torch.tensor(ids)
-            cmask[j, : len(ids)] = 1
-        texts = [render_prompt(self.tokenizer, m) for m in prompts]
-        scores = np.zeros((len(texts), k), dtype=np.float64)
-        step = max(1, self.batch_size // k) if k < self.batch_size else 1
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            b = len(chunk)
-            pos0 = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at 0
-            with torch.inference_mode():
-                first = self.model(**enc, position_ids=pos0, use_cache=True, logits_to_keep=1)
-                # log p(first choice token | prompt) from the prompt's last position
-                last = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # (B, V)
-                total = last[:, cids[:, 0]]  # (B, K)
-                if lmax > 1:
-                    cache = first.past_key_values
-                    cache.batch_repeat_interleave(k)
-                    ids = cids.repeat(b, 1)  # (B*K, L)
-                    mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), cmask.repeat(b, 1)], dim=1)
-                    pos = enc["attention_mask"].sum(1).repeat_interleave(k)[:, None] + torch.arange(lmax)[None, :]
-                    nxt = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=pos)
-                    lp = torch.log_softmax(nxt.logits[:, :-1, :].float(), dim=-1)  # predicts tokens 1..L-1
-                    tok = torch.gather(lp, 2, ids[:, 1:, None]).squeeze(-1) * cmask.repeat(b, 1)[:, 1:]
-                    total = total + tok.sum(1).view(b, k)
-            scores[start : start + b] = total.numpy()
-        return scores
+        rows = []
+        for m in prompts:
+            ids = self.tokenizer(render_prompt(self.tokenizer, m), add_special_tokens=False)["input_ids"]
+            rows.append(self._scorer.score(ids, choice_ids))
+        return np.array(rows, dtype=np.float64).reshape(len(prompts), len(choices))
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._scorer = None
 
 
 def _sample_top_p(logits, top_p: float, gen):
