@@ -10,15 +10,23 @@ recognises it: mean sIoU of what it heard against what it meant).
 Writes `round-{r:03d}/eval/` with `metrics.json` and `predictions.jsonl.gz`
 (one line per utterance: id, gold, prediction, raw answer), atomically, so the
 metrics can always be recomputed from the predictions.
+
+Round 0 evaluates the base model, which is the same for every run that shares
+a model and evaluation settings (the conditions of an experiment, a run
+started again under a new name); with `evaluation.reuseBaseline` it is
+computed once and shared under `{storage.uri}/baselines/{key}`, the key being
+a digest of everything the result depends on (:func:`baseline_key`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +38,7 @@ from selfemo.generator.corpora import load_ref
 from selfemo.generator.parsing import parse_labels
 from selfemo.generator.rollout import encode_jsonl_gz
 from selfemo.metrics import NO_LABEL, classification_report
-from selfemo.policy import open_run_store, policy_path, run_layout
+from selfemo.policy import open_run_store, open_shared_store, policy_path, run_layout
 from selfemo.progress import Progress
 from selfemo.rewards import smoothed_iou_sets
 from selfemo.spec import SelfEmoRun
@@ -38,6 +46,8 @@ from selfemo.spec import SelfEmoRun
 log = logging.getLogger(__name__)
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl.gz"
+BASELINES = "baselines"
+_CODE = ("prompts.py", "parsing.py", "backends/prefix_scoring.py")  # what turns a model into a baseline's numbers
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,25 @@ def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], voca
     return {"n": len(spots), "mean_siou": float(np.mean(siou)), "exact": float(np.mean([set(h) == set(m) for h, m in zip(sets, meant)]))}
 
 
+def baseline_key(run: SelfEmoRun, backend_name: str) -> str:
+    """Digest of everything a round-0 evaluation depends on: the base model, the
+    evaluation datasets and settings, the prompt settings, the engine and the
+    source of the prompt, parsing and evaluation code. Batch size and the reuse
+    switch itself are left out: they do not change the numbers."""
+    spec = run.spec
+    here = Path(__file__).parent
+    doc = {
+        "model": spec.model.model_dump(mode="json"),
+        "eval": [ref.model_dump(mode="json") for ref in spec.datasets.eval],
+        "evaluation": spec.evaluation.model_dump(mode="json", exclude={"batch_size", "reuse_baseline"}),
+        "prompts": {"context_turns": spec.self_play.context_turns, "max_new_tokens": spec.self_play.max_new_tokens,
+                    "seed": spec.self_play.seed},
+        "backend": backend_name,
+        "code": {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = None) -> dict:
     """Evaluate π_round (round 0: the base model) and commit `eval/`; returns the metrics."""
     store = open_run_store(run)
@@ -125,6 +154,19 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
     if store.is_committed(prefix):
         log.info("round %d: evaluation already committed", round_)
         return json.loads(store.open_committed(prefix).get_bytes(METRICS))
+    shared = key = None
+    if round_ == 0 and run.spec.evaluation.reuse_baseline:
+        from selfemo.generator.backends import resolve_backend_name
+
+        shared = open_shared_store(run, BASELINES)
+        key = baseline_key(run, backend.name if backend is not None else resolve_backend_name(run.spec.engine.backend))
+        if shared.is_committed(key):
+            found = shared.open_committed(key)
+            log.info("round 0: reusing the baseline evaluation %s/%s", BASELINES, key)
+            with store.commit(prefix) as out:
+                for name in (PREDICTIONS, METRICS):
+                    out.put_bytes(name, found.get_bytes(name))
+            return json.loads(found.get_bytes(METRICS))
     spec = run.spec
     owned = backend is None
     if owned:
@@ -153,9 +195,14 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
     ec = [v["mean_siou"] for v in metrics["expression_consistency"].values() if v["mean_siou"] is not None]
     metrics["expression_consistency"]["mean"] = float(np.mean(ec)) if ec else None
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    with store.commit(prefix) as out:
-        out.put_bytes(PREDICTIONS, encode_jsonl_gz(all_predictions))
-        out.put_bytes(METRICS, json.dumps(metrics, indent=2, sort_keys=True).encode())
+    if key:
+        metrics["baseline_key"] = key
+    files = {PREDICTIONS: encode_jsonl_gz(all_predictions), METRICS: json.dumps(metrics, indent=2, sort_keys=True).encode()}
+    for target, where in ((store, prefix), (shared, key)):
+        if target is not None and not target.is_committed(where):
+            with target.commit(where) as out:
+                for name, data in files.items():
+                    out.put_bytes(name, data)
     return metrics
 
 

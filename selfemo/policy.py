@@ -28,16 +28,29 @@ since its last state). Bad credentials and missing keys still fail at once:
 only unreachable/transient errors are retried."""
 
 
+def _retry_options(outage_seconds: float) -> dict:
+    if outage_seconds <= 0:
+        return {}
+    retry = RetryPolicy.outlasting(outage_seconds)
+    return {"retries": retry.attempts, "backoff": retry.base_delay, "max_backoff": retry.max_delay}
+
+
 def open_run_store(run: SelfEmoRun, *, outage_seconds: float = CHILD_STORE_OUTAGE_SECONDS):
     """The run's store (rooted at `{uri}/{namespace}/{run}`); an S3 store
     retries each operation for at least ``outage_seconds``. The Kubernetes
     operator passes 0 (the store's short default): a pass must not block, it
     reports `StoreUnavailable` and looks again on the next one."""
-    options = {}
-    if outage_seconds > 0:
-        retry = RetryPolicy.outlasting(outage_seconds)
-        options = {"retries": retry.attempts, "backoff": retry.base_delay, "max_backoff": retry.max_delay}
-    return run_layout(run).open(endpoint_url=run.spec.storage.endpoint or None, **options)
+    return run_layout(run).open(endpoint_url=run.spec.storage.endpoint or None, **_retry_options(outage_seconds))
+
+
+def open_shared_store(run: SelfEmoRun, area: str):
+    """A store beside the runs, `{storage.uri}/{area}`, for content-addressed
+    artefacts every run in the same storage may reuse (baseline evaluations)."""
+    from selfemo.store import open_store
+    from selfemo.store.keys import parse_store_uri
+
+    uri = parse_store_uri(run.spec.storage.uri).child(area).uri
+    return open_store(uri, endpoint_url=run.spec.storage.endpoint or None, **_retry_options(CHILD_STORE_OUTAGE_SECONDS))
 
 
 def checkpoint_cache_dir(manifest_json: bytes) -> Path:

@@ -168,7 +168,11 @@ class SelfPlaySpec(SpecModel):
     top_p: float = Field(1.0, gt=0, le=1.0, description="Nucleus sampling mass for candidates.")
     max_new_tokens: int = Field(32, ge=1, le=4096, description="Longest completion sampled per candidate (label answers are short; replies longer).")
     max_turns: int = Field(4, ge=0, le=32, description="Self-play turns the responder and recogniser alternate past a real context; 0 disables self-play dialogues.")
-    context_turns: int = Field(8, ge=1, le=128, description="Dialogue turns of context shown in a prompt (the most recent ones).")
+    context_turns: int = Field(
+        8, ge=1, le=128,
+        description="Dialogue turns of context shown in a prompt: at least this many of the most recent ones, up to "
+        "half as many again, so that neighbouring utterances share a prompt prefix the engines compute once.",
+    )
     prompts_per_round: int = Field(20000, ge=1, description="Training prompts sampled per round across all shards.")
     intent: Intent = Field(
         Intent.gold,
@@ -305,6 +309,11 @@ class EvaluationSpec(SpecModel):
     )
     batch_size: int = Field(32, ge=1, description="Prompts per evaluation batch.")
     expression_samples: int = Field(200, ge=0, description="Test contexts used for the expression-consistency score; 0 skips it.")
+    reuse_baseline: bool = Field(
+        True,
+        description="Round 0 (the base model) reuses an earlier run's baseline evaluation from `{storage.uri}/baselines/` "
+        "when model, evaluation datasets, settings and prompt code are identical, and shares its own there.",
+    )
 
 
 class Backend(str, Enum):

@@ -205,3 +205,35 @@ def test_evaluation_metrics_recompute_from_predictions(tmp_path, erc_dir, tiny_m
     assert "W-F1" in evaluate.format_table(written)
     # a second call finds the committed output and does not recompute
     assert evaluate.evaluate_round(run, 0, backend=None) == written
+
+
+def test_baseline_evaluation_is_shared_by_runs_with_the_same_settings(tmp_path, erc_dir, tiny_model_dir, hf, monkeypatch):
+    from selfemo.generator import backends, evaluate
+    from selfemo.policy import open_run_store, open_shared_store, run_layout
+
+    def named(name, **self_play):
+        run = quickstart_run(tmp_path, erc_dir, model=str(tiny_model_dir), evaluation={"expressionSamples": 2},
+                             selfPlay={"maxNewTokens": 6, **self_play})
+        refs = [{"name": "meld", "format": "meld", "uri": str(erc_dir / "meld"), "maxUtterances": 12}]
+        spec = run.spec.model_copy(update={"datasets": run.spec.datasets.model_validate({"train": refs, "eval": refs})})
+        return run.model_copy(update={"spec": spec, "metadata": run.metadata.model_copy(update={"name": name})})
+
+    first = evaluate.evaluate_round(named("condition-a"), 0, backend=hf)
+    shared = open_shared_store(named("condition-a"), evaluate.BASELINES)
+    key = first["baseline_key"]
+    assert shared.is_committed(key)
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a reused baseline must not open an engine")
+
+    monkeypatch.setattr(backends, "open_backend", no_engine)
+    second_run = named("condition-b")
+    assert evaluate.baseline_key(second_run, "transformers") == key
+    assert evaluate.evaluate_round(second_run, 0) == json.loads(json.dumps(first))
+    assert open_run_store(second_run).is_committed(run_layout(second_run).eval_prefix(0))
+    # anything the numbers depend on gives another key: here the context window
+    other = named("condition-c", contextTurns=3)
+    assert evaluate.baseline_key(other, "transformers") != key
+    assert evaluate.baseline_key(second_run, "vllm") != key
+    third = evaluate.evaluate_round(other, 0, backend=hf)
+    assert third["baseline_key"] != key and shared.is_committed(third["baseline_key"])
