@@ -46,7 +46,6 @@ from support.kube import KubeServer  # noqa: E402
 from support.kubelet import NS, Kubelet, run_doc, runs_path  # noqa: E402
 
 GOAL_WRITES, GOAL_P95, GOAL_RSS_MB = 20.0, 2.0, 300.0
-NEXT_PHASE = {"trainer": ("Evaluating",), "evaluator": ("Generating", "Succeeded"), "generator": ("Training",)}
 
 
 def free_port() -> int:
@@ -79,28 +78,52 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def phase_latencies(completions, writes) -> tuple[list[float], list[tuple]]:
-    """For each completion that ends a phase, seconds until the operator's
-    status patch moving that run on; plus the completions never followed."""
-    patches: dict[str, list] = collections.defaultdict(list)
+def next_phase(kind: str, round_: int) -> tuple[tuple[str, int | None], ...]:
+    """The (phase, round) transitions that end the step of a ``kind`` child of
+    ``round_`` (None: any round): trainer → Evaluating, evaluator → the next
+    round's Generating or Succeeded, the last shard of a round → Training."""
+    if kind == "trainer":
+        return (("Evaluating", round_),)
+    if kind == "evaluator":
+        return (("Generating", round_ + 1), ("Succeeded", None))
+    return (("Training", round_),)
+
+
+def phase_latencies(completions, writes) -> tuple[list[tuple[float, object]], list[tuple], int]:
+    """For each completion that ends a step, seconds until the operator's
+    status patch moving that run on, with the completion; the completions
+    never followed; and how many were followed before the kubelet's last
+    write (the operator saw the commit first: counted as 0 s).
+
+    Status patches are merge patches: `round` appears only when it changes,
+    so each run's patches are replayed to know the round of each transition.
+    """
+    transitions: dict[str, list[tuple[float, str, int]]] = collections.defaultdict(list)
+    current: dict[str, int] = {}
     for w in writes:
-        if not w.by_tests and w.resource == "selfemoruns" and w.subresource == "status" and w.phase:
-            patches[w.name].append(w)
+        if w.by_tests or w.resource != "selfemoruns" or w.subresource != "status":
+            continue
+        if w.round is not None:
+            current[w.name] = w.round
+        if w.phase:
+            transitions[w.name].append((w.time, w.phase, current.get(w.name, 0)))
     # Of a round's shards, only the one completed last ends the Generating phase.
     last_shard: dict[tuple[str, int], object] = {}
     for c in completions:
-        if c.kind == "generator" and (c.run, c.round) not in last_shard or \
-                c.kind == "generator" and c.time > last_shard[(c.run, c.round)].time:
+        if c.kind == "generator" and ((c.run, c.round) not in last_shard or c.time > last_shard[(c.run, c.round)].time):
             last_shard[(c.run, c.round)] = c
     enders = [c for c in completions if c.kind != "generator"] + list(last_shard.values())
-    latencies, missing = [], []
+    latencies, missing, ahead = [], [], 0
     for c in enders:
-        nxt = next((w for w in patches[c.run] if w.time >= c.time and w.phase in NEXT_PHASE[c.kind]), None)
+        wanted = next_phase(c.kind, c.round)
+        nxt = next((t for t, phase, r in transitions[c.run]
+                    if any(phase == p and (want_r is None or r == want_r) for p, want_r in wanted)), None)
         if nxt is None:
             missing.append((c.run, c.child))
-        else:
-            latencies.append(nxt.time - c.time)
-    return latencies, missing
+            continue
+        ahead += nxt < c.time
+        latencies.append((max(0.0, nxt - c.time), c))
+    return latencies, missing, ahead
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     succeeded = [w.time for w in ops if w.resource == "selfemoruns" and w.phase == "Succeeded"]
     wall = (max(succeeded) - start) if len(succeeded) >= phases.get("Succeeded", 0) and succeeded else float("nan")
     per_round_run = len(ops) / (args.runs * (args.rounds + 1))
-    latencies, missing = phase_latencies(kubelet.completions, writes)
+    followed, missing, ahead = phase_latencies(kubelet.completions, writes)
+    latencies = [seconds for seconds, _c in followed]
     p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     peak_mb = kib(status.get("VmHWM", "")) / 1024
     kinds = collections.Counter(f"{w.method} {w.resource}{'/' + w.subresource if w.subresource else ''}" for w in ops)
@@ -205,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {action + ' ' + res:40s} {n:6d}  ({n / rounds_runs:.2f} per round per run)")
     print(f"child completion -> next phase: n={len(latencies)} p50 {p50:.2f} s, p95 {p95:.2f} s, "
           f"max {max(latencies, default=float('nan')):.2f} s, mean {statistics.fmean(latencies) if latencies else float('nan'):.2f} s"
+          + (f"; {ahead} moved on before the kubelet's last write (0 s)" if ahead else "")
           + (f"; {len(missing)} never followed" if missing else ""))
+    slowest = sorted(followed, key=lambda f: f[0], reverse=True)[:3]
+    print("    slowest: " + ", ".join(f"{c.child} {seconds:.2f} s" for seconds, c in slowest))
+    if missing:
+        print("    never followed: " + ", ".join(child for _run, child in missing[:5]))
     print(f"operator peak RSS (VmHWM) {peak_mb:.0f} MB (idle {rss_idle / 1024:.0f} MB); CPU {cpu:.0f} s during the run")
     goals = [
         (f"writes per round per run <= {GOAL_WRITES:g}", per_round_run <= GOAL_WRITES),

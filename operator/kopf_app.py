@@ -5,12 +5,21 @@ only the triggers and the process around them:
 
 - `on.create` / `on.resume` / `on.update` of a `SelfEmoRun`: a pass at once
   (a new run, an operator restart, a spec change such as `suspend`);
-- a `timer` every ``interval`` seconds (10 by default): children and the
-  store change without any event on the run itself, so the run is polled;
-  a pass that asks for an earlier look (`requeue_after`, e.g. a retry
+- a change of one of its Jobs or Deployments (watched, label
+  `selfemo.dev/run`): a pass of the owning run 0.3 s later;
+- a pass that asks for an earlier look (`requeue_after`, e.g. a retry
   back-off ending) gets one scheduled exactly then;
+- a `timer` every ``interval`` seconds (10 by default), the safety net:
+  the store changes without any event, and an event can be missed;
 - `on.delete`: drop the run's memory and metric series. Children are not
   deleted here: their ownerReferences make the garbage collector do it.
+
+Triggers only ask; passes run from a work queue (`pass_queue.py`) on
+``PASS_WORKERS`` threads: one pass per run at a time, at most one waiting per
+run, and the timer's background passes after everything a change asked
+for. The same watches feed kopf indexes of each run's Jobs and Deployments
+(`child_view.py`), which a pass reads instead of listing them; kopf starts
+the run handlers only once those indexes hold the initial listing.
 
 Handlers are registered on an explicit registry (not kopf's global one) so
 several operators can live in one process (tests) and nothing happens at
@@ -21,10 +30,12 @@ always talk to the same server with the same credentials.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import hashlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -35,11 +46,13 @@ from prometheus_client import CollectorRegistry
 from selfemo.spec import API_GROUP, API_VERSION, PLURAL
 from selfemo.telemetry import MetricsServer
 
+from .child_view import Children, slim
 from .children import BuilderSettings
 from .collector import RunCollector, RunRegistry
 from .kube_api import KubeApi
 from .kube_executor import KubeExecutor
 from .labels import FINALIZER, LABEL_RUN, PROGRESS_PREFIX
+from .pass_queue import PassQueue
 from .round import Event
 
 log = logging.getLogger(__name__)
@@ -50,6 +63,14 @@ CHILD_KINDS = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
 # pass this many seconds later; the delay coalesces the burst of watch events
 # one completion causes into one pass.
 CHILD_EVENT_DELAY = 0.3
+# Threads running passes. A pass mostly waits for the API server and the
+# store, so a few overlap well; more would only contend for the GIL.
+PASS_WORKERS = 4
+
+
+def index_id(plural: str) -> str:
+    """The kopf index of a child kind (also the kwarg kopf passes it as)."""
+    return f"selfemo_run_{plural}"
 
 
 @dataclass(frozen=True)
@@ -157,9 +178,15 @@ class OperatorApp:
         self.executor = KubeExecutor(self.api, self.runs, config.builder, _post_event, clock=clock,
                                      open_store=open_store, retry_seconds=config.interval)
         self.metrics: MetricsServer | None = None
+        self.queue = PassQueue()
         self._bodies: dict[tuple[str, str], dict] = {}
         self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._pokes: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._indexes: dict[str, Mapping] = {}  # plural → kopf index: (namespace, run) → slim children
+        self._wakeup: asyncio.Event | None = None
+        self._workers: list[asyncio.Task] = []
+        self._threads: ThreadPoolExecutor | None = None
+        self._handler_context: contextvars.Context | None = None
         self.registry = self._build_registry()
 
     # ------------------------------------------------------------------ handlers
@@ -168,7 +195,7 @@ class OperatorApp:
         registry = kopf.OperatorRegistry()
 
         @kopf.on.startup(registry=registry)
-        def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
             # Our own names on objects, never kopf's defaults: two operators
             # built on kopf must not read each other's progress.
             settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
@@ -187,13 +214,18 @@ class OperatorApp:
             # end (seconds: API and store calls have timeouts); kopf's default
             # re-check after 60 s would hold the deletion for a minute.
             settings.background.cancellation_polling = 2
+            # kopf passes the indexes to every handler; keep them for passes
+            # the queue starts outside any handler.
+            self._indexes = {plural: kwargs[index_id(plural)] for _group, _version, plural in CHILD_KINDS}
+            self._start_workers()
             if self.metrics is not None:
                 self.metrics.healthy.set()
 
         @kopf.on.cleanup(registry=registry)
-        def stopping(**_: Any) -> None:
+        async def stopping(**_: Any) -> None:
             if self.metrics is not None:
                 self.metrics.healthy.clear()
+            await self._stop_workers()
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
@@ -203,39 +235,108 @@ class OperatorApp:
         @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
         @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
         async def changed(body: kopf.Body, **_: Any) -> None:
-            await self.reconcile(body)
+            self.request(body, urgent=True)
 
         @kopf.timer(*RESOURCE, id="poll", interval=self.config.interval, registry=registry)
         async def poll(body: kopf.Body, **_: Any) -> None:
-            await self.reconcile(body)
+            self.request(body, urgent=False)
 
         # Children change without any event on the run itself; without these
         # watches a completion would wait for the next `poll` tick (p50 ≈ the
-        # interval: 10 s measured by bench/operator.py).
+        # interval: 10 s measured by bench/operator.py). The same watches fill
+        # the indexes a pass reads its children from.
         for group, version, plural in CHILD_KINDS:
+            @kopf.index(group, version, plural, id=index_id(plural), labels={LABEL_RUN: kopf.PRESENT},
+                        registry=registry)
+            def index_child(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+                return {(namespace or "default", labels[LABEL_RUN]): slim(body)}
+
             @kopf.on.event(group, version, plural, id=f"child-{plural}", labels={LABEL_RUN: kopf.PRESENT},
                            registry=registry)
             async def child_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
                 self._poke((namespace or "default", labels[LABEL_RUN]))
 
         @kopf.on.delete(*RESOURCE, id="forget", registry=registry)
-        def deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
-            self.forget(namespace, name, uid)
+        async def deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
+            await self.forget(namespace, name, uid)
 
         return registry
 
-    async def reconcile(self, body: Mapping) -> None:
-        """One pass in a worker thread (the kubernetes client and the store
-        client block); at most one pass per run at a time (the executor locks)."""
+    # ------------------------------------------------------------------ passes
+
+    def request(self, body: Mapping, *, urgent: bool) -> None:
+        """Ask for a pass over the run ``body`` (kept as the run's latest body).
+        Called from kopf's handlers only: their context carries what
+        `kopf.event` needs (kopf's settings and event queue), and passes run
+        in a copy of it."""
+        if self._handler_context is None:
+            self._handler_context = contextvars.copy_context()
         snapshot = copy.deepcopy(dict(body))  # kopf's body is a live view
         meta = snapshot.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta["name"])
         self._bodies[key] = snapshot
+        self._enqueue(key, urgent)
+
+    def _enqueue(self, key: tuple[str, str], urgent: bool) -> None:
+        if key in self._bodies:
+            self.queue.request(key, urgent)
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    def _start_workers(self) -> None:
+        self._threads = ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="selfemo-pass")
+        self._wakeup = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work(), name=f"selfemo-pass-{i}") for i in range(PASS_WORKERS)]
+
+    async def _stop_workers(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self) -> None:
+        """A worker: take the next run from the queue, pass it, repeat."""
+        while True:
+            key = self.queue.take()
+            if key is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._pass(key)
+            finally:
+                self.queue.done(key)  # queued again if asked for during the pass
+                if len(self.queue):
+                    self._wakeup.set()
+
+    def indexed(self, key: tuple[str, str]) -> Children | None:
+        """The run's children in the indexes now (None before kopf started).
+        Read on the event loop, which is where kopf updates the indexes."""
+        if not self._indexes:
+            return None
+
+        def of(plural: str) -> tuple[dict, ...]:
+            store = self._indexes[plural].get(key)
+            return tuple(store) if store is not None else ()
+
+        return Children(of("jobs"), of("deployments"))
+
+    async def _pass(self, key: tuple[str, str]) -> None:
+        """One pass in a worker thread (the kubernetes and store clients block).
+        A failed pass is counted and retried by the run's next timer tick."""
+        body = self._bodies.get(key)
+        if body is None:
+            return
         try:
-            requeue = await asyncio.to_thread(self.executor.step, snapshot)
-        except Exception as exc:
+            context = self._handler_context.copy()  # one Context cannot be entered by two threads
+            requeue = await asyncio.get_running_loop().run_in_executor(
+                self._threads, context.run, self.executor.step, body, self.indexed(key))
+        except Exception as exc:  # a back-off already scheduled stays
             self.runs.reconcile_error(*key)
-            raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=self.config.interval) from exc
+            log.warning("%s/%s: reconcile failed: %s", key[0], key[1], exc)
+            return
         self._schedule(key, requeue)
 
     def _schedule(self, key: tuple[str, str], delay: float | None) -> None:
@@ -246,7 +347,7 @@ class OperatorApp:
         if delay is None or delay >= self.config.interval:
             return
         loop = asyncio.get_running_loop()
-        self._requeues[key] = loop.call_later(max(delay, 0.05), lambda: asyncio.ensure_future(self._requeued(key)))
+        self._requeues[key] = loop.call_later(max(delay, 0.05), self._requeued, key)
 
     def _poke(self, key: tuple[str, str]) -> None:
         """One of the run's children changed: a pass soon. Pokes are kept apart
@@ -255,32 +356,27 @@ class OperatorApp:
         if key not in self._bodies or key in self._pokes:  # unknown run, or a pass already due
             return
         loop = asyncio.get_running_loop()
-        self._pokes[key] = loop.call_later(CHILD_EVENT_DELAY, lambda: asyncio.ensure_future(self._poked(key)))
+        self._pokes[key] = loop.call_later(CHILD_EVENT_DELAY, self._poked, key)
 
-    async def _poked(self, key: tuple[str, str]) -> None:
+    def _poked(self, key: tuple[str, str]) -> None:
         self._pokes.pop(key, None)
-        await self._pass_again(key)
+        self._enqueue(key, urgent=True)
 
-    async def _requeued(self, key: tuple[str, str]) -> None:
+    def _requeued(self, key: tuple[str, str]) -> None:
         self._requeues.pop(key, None)
-        await self._pass_again(key)
+        self._enqueue(key, urgent=True)
 
-    async def _pass_again(self, key: tuple[str, str]) -> None:
-        body = self._bodies.get(key)
-        if body is None:
-            return
-        try:
-            await self.reconcile(body)
-        except kopf.TemporaryError as exc:  # counted; the timer tries again
-            log.warning("%s/%s: %s", key[0], key[1], exc)
-
-    def forget(self, namespace: str, name: str, uid: str = "") -> None:
+    async def forget(self, namespace: str, name: str, uid: str = "") -> None:
+        """The run is deleted: nothing more is asked for it, then the executor
+        drops it (after a pass in flight, hence in a thread)."""
+        key = (namespace, name)
         for pending in (self._requeues, self._pokes):
-            handle = pending.pop((namespace, name), None)
+            handle = pending.pop(key, None)
             if handle is not None:
                 handle.cancel()
-        self._bodies.pop((namespace, name), None)
-        self.executor.forget(namespace, name, uid)
+        self._bodies.pop(key, None)
+        self.queue.discard(key)
+        await asyncio.to_thread(self.executor.forget, namespace, name, uid)
 
     # ------------------------------------------------------------------ process
 

@@ -7,9 +7,11 @@ Jobs and Deployments instead of subprocesses:
 1. parse the body into a `SelfEmoRun` (an invalid spec becomes status
    `Failed`/`ValidationFailed` naming the field, never an exception loop);
 2. ensure the `{run}-config` ConfigMap the children mount;
-3. observe: the run's Jobs/Deployments/Services/Pods by label
-   `selfemo.dev/run=<run>`, then the store's committed markers (the truth
-   of a round; read second, see `_step`);
+3. observe: the run's Jobs and Deployments — from the watch-fed indexes the
+   kopf app passes in (`child_view.py`), listed by label
+   `selfemo.dev/run=<run>` only without them or for a periodic resync — its
+   Pods when they can explain something, then the store's committed markers
+   (the truth of a round; read second, see `_step`);
 4. `reconcile(...)` — the pure state machine shared with `selfemo run`;
 5. apply: delete (background propagation), then create (409 is success);
 6. patch the status once, only if it changed; post one Event per decision
@@ -29,6 +31,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -40,11 +43,12 @@ from selfemo.status import Condition, Phase, RunStatus
 from .children import BuilderSettings, build, build_config_map
 from .collector import RunRegistry
 from .kube_api import KubeApi, KubeError, merge_patch
-from .kube_observer import observe_children
+from .child_view import Children, still_hidden, uid, vanished, visible
+from .kube_observer import observe_children, past_progress_deadline
 from .labels import LABEL_RUN
 from .observed import ChildState, Observed
 from .round import FAILED, PROGRESSING, READY, SUSPENDED, Decision, Event, reconcile, rfc3339
-from .store_observer import read_store_state
+from .store_observer import StoreState, read_store_state
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,15 @@ class _RunMemory:
     """What this operator remembers about one run between passes."""
 
     status: dict | None = None  # the status document last written (camelCase, no nulls)
+    config_source: str = ""  # digest of what the ConfigMap is built from, when last ensured
     config_digest: str = ""  # of the ConfigMap data last ensured
     store_key: tuple = ()
     store: Any = None
     store_down: bool = False  # a Warning was posted for the current outage
+    store_state: StoreState | None = None  # the last read (its report JSONs are not read again)
+    hidden: set[str] = field(default_factory=set)  # child uids deleted but maybe still indexed
+    listed_at: float | None = None  # monotonic time of the last resync list (None: never; the index is trusted)
+    pods_due: float | None = None  # monotonic time the next crash-loop look at pods is due (None: no generator)
     settled: bool = False  # terminal and nothing left to delete: passes are no-ops
     forgotten: bool = False  # the run was deleted: a late pass must do nothing
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -103,12 +112,16 @@ class KubeExecutor:
     ``clock`` is injectable so tests can jump over retry back-offs;
     ``open_store`` maps a run to its artefact store (``open_run_store`` with
     the store's short retries: a pass reports an outage and moves on, it
-    never waits one out as the children do).
+    never waits one out as the children do). ``retry_seconds`` is also how
+    often a run with generators has its pods looked at (crash loops take
+    minutes to count), ``resync_seconds`` how often children handed in from
+    the watch indexes are checked against a real list.
     """
 
     def __init__(self, api: KubeApi, runs: RunRegistry, settings: BuilderSettings, post_event: EventSink, *,
                  clock: Callable[[], datetime] | None = None, open_store: Callable[[SelfEmoRun], Any] | None = None,
-                 retry_seconds: float = 10.0):
+                 retry_seconds: float = 10.0, resync_seconds: float = 300.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         from selfemo.policy import open_run_store
 
         self.api = api
@@ -118,6 +131,8 @@ class KubeExecutor:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.open_store = open_store or functools.partial(open_run_store, outage_seconds=0)
         self.retry_seconds = retry_seconds
+        self.resync_seconds = resync_seconds
+        self.monotonic = monotonic
         self._memory: dict[tuple[str, str], _RunMemory] = {}
         self._memory_lock = threading.Lock()
         self._gone: set[str] = set()  # uids of deleted runs (a few bytes each)
@@ -145,9 +160,12 @@ class KubeExecutor:
 
     # ------------------------------------------------------------------ the pass
 
-    def step(self, body: dict) -> float | None:
+    def step(self, body: dict, indexed: Children | None = None) -> float | None:
         """One pass over ``body`` (the SelfEmoRun as the API returned it);
-        returns seconds until a pass is needed even if nothing changes."""
+        returns seconds until a pass is needed even if nothing changes.
+
+        ``indexed``: the run's children from the watch indexes, read before
+        this call (None: list them through the API)."""
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace") or "default", meta["name"]
         if meta.get("deletionTimestamp") or meta.get("uid") in self._gone:
@@ -156,9 +174,9 @@ class KubeExecutor:
         with mem.lock:
             if mem.forgotten:
                 return None
-            return self._step(body, namespace, name, mem)
+            return self._step(body, namespace, name, mem, indexed)
 
-    def _step(self, body: dict, namespace: str, name: str, mem: _RunMemory) -> float | None:
+    def _step(self, body: dict, namespace: str, name: str, mem: _RunMemory, indexed: Children | None) -> float | None:
         now = self.clock()
         current = RunStatus.model_validate(mem.status if mem.status is not None else body.get("status") or {})
         if mem.status is None:
@@ -180,36 +198,30 @@ class KubeExecutor:
             self.runs.update(namespace, name, run.spec, current)
             return None
 
-        self.ensure_config(run, mem)
+        self.ensure_config(run, mem, _config_source(manifest))
         # Children before the store: a child commits its output before it
         # exits, so a child seen finished here has its commit visible in the
         # store read below (the other order can see "exited without its
         # output" and count a failure, e.g. retry a trainer that said no-signal).
-        selector = f"{LABEL_RUN}={name}"
-        jobs = self.api.list("batch/v1", "Job", namespace, selector)
-        deployments = self.api.list("apps/v1", "Deployment", namespace, selector)
-        # Only what can matter, so a pass costs two list calls in the common
-        # case (API load grows with runs × passes): a headless Service exists
-        # only for multi-node training; pods are read only to diagnose a
-        # crash-looping generator or a failed Job.
-        services = ({s["metadata"]["name"] for s in self.api.list("v1", "Service", namespace, selector)}
-                    if run.spec.resources.trainer.nodes > 1 else set())
-        pods = self.list_pods(namespace, selector) if deployments or any(map(_job_failed, jobs)) else []
+        children = self.children(namespace, name, mem, indexed)
+        pods = self.list_pods(namespace, f"{LABEL_RUN}={name}") if self._pods_matter(children, mem) else []
         try:
-            store_state = read_store_state(self.store_for(run, mem))
+            store_state = read_store_state(self.store_for(run, mem), mem.store_state)
         except Exception as exc:  # the store is the truth: without it, decide nothing
             self.runs.reconcile_error(namespace, name)
             log.warning("%s/%s: store unreachable: %s", namespace, name, exc)
             if not mem.store_down:
                 mem.store_down = True
                 self.post_event(body, Event("Warning", REASON_STORE, f"cannot read {run.spec.storage.uri}: {exc}; retrying"))
-            mem.store = None  # reconnect next time (credentials or endpoint may have been fixed)
+            mem.store, mem.store_state = None, None  # reconnect next time (credentials or endpoint may have been fixed)
             return self.retry_seconds
-        mem.store_down = False
-        observed = Observed(children=observe_children(name, jobs, deployments, pods), committed=store_state.committed,
+        mem.store_down, mem.store_state = False, store_state
+        observed = Observed(children=observe_children(name, children.jobs, children.deployments, pods),
+                            committed=store_state.committed,
                             eval_metrics=store_state.eval_metrics, flywheel=store_state.flywheel)
         decision = reconcile(run, observed, current, now)
-        failures = self.apply(run, observed.children, services, decision)
+        failures = self.apply(run, observed.children, decision, mem,
+                              {o["metadata"]["name"]: uid(o) for o in children.all() if o.get("metadata")})
         events = list(decision.events)
         for what in failures:
             self.runs.reconcile_error(namespace, name)
@@ -234,6 +246,43 @@ class KubeExecutor:
 
     # ------------------------------------------------------------------ observe helpers
 
+    def children(self, namespace: str, name: str, mem: _RunMemory, indexed: Children | None) -> Children:
+        """The run's Jobs and Deployments: ``indexed`` without what this
+        operator deleted, or a list through the API when there is no index or
+        a resync is due (which also hides what the index kept by mistake)."""
+        now = self.monotonic()
+        if indexed is not None and mem.listed_at is None:
+            mem.listed_at = now  # kopf filled the indexes before the first pass: trust them until a resync
+        if indexed is not None and now - mem.listed_at < self.resync_seconds:
+            mem.hidden = still_hidden(mem.hidden, indexed)
+            return visible(indexed, mem.hidden)
+        selector = f"{LABEL_RUN}={name}"
+        listed = Children(tuple(self.api.list("batch/v1", "Job", namespace, selector)),
+                          tuple(self.api.list("apps/v1", "Deployment", namespace, selector)))
+        mem.listed_at = now
+        if indexed is not None:
+            mem.hidden = still_hidden(mem.hidden | vanished(indexed, listed), indexed)
+        return listed
+
+    def _pods_matter(self, children: Children, mem: _RunMemory) -> bool:
+        """Pods explain a failed Job or a generator past its progress deadline
+        (every pass that sees one), and show a crash-looping generator
+        (looked for every ``retry_seconds`` while generators run: five
+        restarts take minutes, and a look per event-triggered pass would be a
+        list call on most passes)."""
+        if any(map(_job_failed, children.jobs)) or any(map(past_progress_deadline, children.deployments)):
+            return True
+        if not children.deployments:
+            mem.pods_due = None
+            return False
+        now = self.monotonic()
+        if mem.pods_due is None:
+            mem.pods_due = now + self.retry_seconds
+        if now < mem.pods_due:
+            return False
+        mem.pods_due = now + self.retry_seconds
+        return True
+
     def list_pods(self, namespace: str, selector: str) -> list[dict]:
         """The run's pods: how crash-looping generators are seen, and what a
         failed Job's pod said. Without `pods` list permission (403) the
@@ -255,9 +304,13 @@ class KubeExecutor:
             mem.store, mem.store_key = self.open_store(run), key
         return mem.store
 
-    def ensure_config(self, run: SelfEmoRun, mem: _RunMemory) -> None:
+    def ensure_config(self, run: SelfEmoRun, mem: _RunMemory, source: str = "") -> None:
         """Create `{run}-config`, or bring its data up to date after a spec change.
-        Skipped while the spec is unchanged since the last pass (no API call)."""
+        Skipped while the spec is unchanged since the last pass: ``source``
+        (what the ConfigMap is built from) is compared before building it, as
+        rendering its YAML was a third of a pass's CPU."""
+        if source and source == mem.config_source:
+            return
         cm = build_config_map(run)
         digest = hashlib.sha256(json.dumps(cm["data"], sort_keys=True).encode()).hexdigest()
         if digest == mem.config_digest:
@@ -267,12 +320,14 @@ class KubeExecutor:
             existing = self.api.get("v1", "ConfigMap", meta["namespace"], meta["name"]) or {}
             if existing.get("data") != cm["data"]:
                 self.api.patch("v1", "ConfigMap", meta["namespace"], meta["name"], {"data": cm["data"]})
-        mem.config_digest = digest
+        mem.config_digest, mem.config_source = digest, source
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, run: SelfEmoRun, children: dict[str, ChildState], services: set[str], decision: Decision) -> list[str]:
-        """Delete, then create; returns what failed (the next pass retries it)."""
+    def apply(self, run: SelfEmoRun, children: dict[str, ChildState], decision: Decision, mem: _RunMemory,
+              uids: dict[str, str]) -> list[str]:
+        """Delete, then create; returns what failed (the next pass retries it).
+        A deleted child's uid is hidden from later passes (see `child_view`)."""
         namespace = run.metadata.namespace
         failures: list[str] = []
         for name in decision.delete:
@@ -282,7 +337,10 @@ class KubeExecutor:
                     self.api.delete("apps/v1", "Deployment", namespace, name)
                 else:
                     self.api.delete("batch/v1", "Job", namespace, name)
-                if name in services:
+                if uids.get(name):
+                    mem.hidden.add(uids[name])
+                if child is not None and child.kind == "trainer" and run.spec.resources.trainer.nodes > 1:
+                    # its headless Service (same name); already gone is fine
                     self.api.delete("v1", "Service", namespace, name)
             except Exception as exc:
                 failures.append(f"cannot delete {name}: {exc}")
@@ -294,6 +352,15 @@ class KubeExecutor:
                     failures.append(f"cannot create {obj['kind']} {obj['metadata']['name']}: {exc}")
                     break  # the Job needs its Service first; try both again next pass
         return failures
+
+
+def _config_source(manifest: dict) -> str:
+    """A digest of what `{run}-config` is built from (spec, name, namespace,
+    labels, uid), ignoring what changes on every write (resourceVersion,
+    kopf's annotations, status)."""
+    meta = manifest.get("metadata") or {}
+    source = {"spec": manifest.get("spec"), **{k: meta.get(k) for k in ("name", "namespace", "labels", "uid")}}
+    return hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _job_failed(job: dict) -> bool:

@@ -189,6 +189,16 @@ def _with_pods(message: str, notes: Iterable[str]) -> str:
     return "; ".join([message, *notes[:1]]) if message else "; ".join(notes[:1])
 
 
+def past_progress_deadline(deployment: dict) -> dict | None:
+    """The `Progressing` condition of a Deployment whose rollout passed
+    `progressDeadlineSeconds` (reason `ProgressDeadlineExceeded`), else None."""
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Progressing" and str(cond.get("status")) == "False" \
+                and cond.get("reason") == "ProgressDeadlineExceeded":
+            return cond
+    return None
+
+
 def deployment_state(deployment: dict, pods: Iterable[dict] = ()) -> ChildState | None:
     """The state of one generator Deployment, given the listed pods (any;
     its own are picked by :func:`pods_of`)."""
@@ -197,11 +207,10 @@ def deployment_state(deployment: dict, pods: Iterable[dict] = ()) -> ChildState 
         return None
     name, kind, round_, shard = ident
     mine = pods_of(deployment, pods)
-    for cond in (deployment.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Progressing" and str(cond.get("status")) == "False" \
-                and cond.get("reason") == "ProgressDeadlineExceeded":
-            return ChildState(name, kind, round_, shard, "Failed",
-                              _with_pods(_describe(cond), (crash_loop(p) or pod_trouble(p) for p in mine)))
+    cond = past_progress_deadline(deployment)
+    if cond is not None:
+        return ChildState(name, kind, round_, shard, "Failed",
+                          _with_pods(_describe(cond), (crash_loop(p) or pod_trouble(p) for p in mine)))
     for pod in mine:
         looping = crash_loop(pod)
         if looping:

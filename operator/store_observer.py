@@ -25,11 +25,17 @@ _EVAL = re.compile(r"^round-(\d{3,})/eval$")
 
 @dataclass(frozen=True)
 class StoreState:
-    """Committed prefixes (relative to the run root) and what was read from them."""
+    """Committed prefixes (relative to the run root) and what was read from them.
+
+    ``docs`` keeps each report JSON by prefix, so the next read can reuse it:
+    a committed output never changes (the store refuses to re-commit a
+    prefix), so its `metrics.json` / `summary.json` is read once.
+    """
 
     committed: frozenset[str] = frozenset()
     eval_metrics: dict[int, dict] = field(default_factory=dict)
     flywheel: dict[int, dict] = field(default_factory=dict)
+    docs: dict[str, dict] = field(default_factory=dict)
 
 
 def committed_prefixes(keys: Iterable[str]) -> frozenset[str]:
@@ -37,25 +43,37 @@ def committed_prefixes(keys: Iterable[str]) -> frozenset[str]:
     return frozenset(k[: -len(MARKER_SUFFIX)] for k in keys if k.endswith(MARKER_SUFFIX))
 
 
-def read_store_state(store) -> StoreState:
-    """List the run root once and read the small JSON files the status needs.
+def read_store_state(store, previous: StoreState | None = None) -> StoreState:
+    """List the run root once and read the small JSON files the status needs,
+    except those already in ``previous`` (the last state read of this store).
 
     A committed output whose JSON cannot be read is logged and left out: the
-    status then lacks a number, but the run is not blocked by a report.
+    status then lacks a number, but the run is not blocked by a report (and
+    the next read tries it again).
     """
     committed = committed_prefixes(store.list(""))
+    known = previous.docs if previous is not None else {}
+    docs: dict[str, dict] = {}
+    for prefix in sorted(committed):
+        name = "metrics.json" if _EVAL.match(prefix) else "summary.json" if _SELECTED_SHARD.match(prefix) else None
+        if name is None:
+            continue
+        doc = known[prefix] if prefix in known else _read_json(store, prefix, name)
+        if doc is not None:
+            docs[prefix] = doc
+    return state_of(committed, docs)
+
+
+def state_of(committed: frozenset[str], docs: dict[str, dict]) -> StoreState:
+    """Eval metrics by round and flywheel counts summed over shards, from the docs by prefix."""
     evals: dict[int, dict] = {}
     shards: dict[int, list[dict]] = {}
-    for prefix in sorted(committed):
+    for prefix in sorted(docs):
         if m := _EVAL.match(prefix):
-            doc = _read_json(store, prefix, "metrics.json")
-            if doc is not None:
-                evals[int(m.group(1))] = doc
+            evals[int(m.group(1))] = docs[prefix]
         elif m := _SELECTED_SHARD.match(prefix):
-            doc = _read_json(store, prefix, "summary.json")
-            if doc is not None:
-                shards.setdefault(int(m.group(1)), []).append(doc)
-    return StoreState(committed, evals, {r: aggregate_summaries(s) for r, s in shards.items()})
+            shards.setdefault(int(m.group(1)), []).append(docs[prefix])
+    return StoreState(committed, evals, {r: aggregate_summaries(s) for r, s in shards.items()}, docs)
 
 
 def _read_json(store, prefix: str, name: str) -> dict | None:

@@ -342,7 +342,7 @@ NAMESPACED_RULES = {
     ("selfemo.dev", "selfemoruns/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "delete"},
     ("apps", "deployments"): {"list", "watch", "create", "delete"},
-    ("", "services"): {"list", "create", "delete"},
+    ("", "services"): {"create", "delete"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "events"): {"create"},
     ("", "pods"): {"list"},

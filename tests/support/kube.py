@@ -82,6 +82,7 @@ class Write:
     phase: str | None  # status.phase in the body, if any (a run's status patch)
     by_tests: bool  # sent by KubeClient (the tests' kubectl/kubelet), not by the operator
     status: int | None = None  # the HTTP status answered; None while the request is being handled
+    round: int | None = None  # status.round in the body, if any
 
 
 _kmock_parse_path = parsing.parse_path
@@ -167,6 +168,7 @@ class Emulator(kmock.KubernetesEmulator):
             name=request.name or meta.get("name") or meta.get("generateName"), subresource=request.subresource,
             labels=dict(meta.get("labels") or {}) if creating else {},
             phase=status.get("phase") if isinstance(status, dict) else None,
+            round=status.get("round") if isinstance(status, dict) else None,
             by_tests=(request.headers or {}).get("User-Agent", "") == TEST_USER_AGENT))
         return len(self.writes) - 1
 
