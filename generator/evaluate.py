@@ -139,8 +139,7 @@ def baseline_key(run: SelfEmoRun, backend_name: str) -> str:
         "model": spec.model.model_dump(mode="json"),
         "eval": [ref.model_dump(mode="json") for ref in spec.datasets.eval],
         "evaluation": spec.evaluation.model_dump(mode="json", exclude={"batch_size", "reuse_baseline"}),
-        "prompts": {"context_turns": spec.self_play.context_turns, "max_new_tokens": spec.self_play.max_new_tokens,
-                    "seed": spec.self_play.seed},
+        "prompts": {"context_turns": spec.self_play.context_turns, "max_new_tokens": spec.self_play.max_new_tokens},
         "backend": backend_name,
         "code": {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE},
     }
@@ -172,21 +171,21 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
     if owned:
         from selfemo.generator.backends import open_backend
 
-        backend = open_backend(spec.engine.backend, policy_path(run, round_ + 1), spec.engine, dtype=spec.model.dtype, seed=spec.self_play.seed)
+        backend = open_backend(spec.engine.backend, policy_path(run, round_ + 1), spec.engine, dtype=spec.model.dtype, seed=spec.evaluation.seed)
     t0 = time.perf_counter()
     metrics: dict = {"round": round_, "decoding": spec.evaluation.decoding, "datasets": {}, "expression_consistency": {}}
     all_predictions = []
     try:
         for ref in spec.datasets.eval:
-            dialogues, vocab = load_ref(ref, "test", seed=spec.self_play.seed, endpoint_url=spec.storage.endpoint or None)
-            items = test_items(dialogues, ref.max_utterances, seed=spec.self_play.seed)
+            dialogues, vocab = load_ref(ref, "test", seed=spec.evaluation.seed, endpoint_url=spec.storage.endpoint or None)
+            items = test_items(dialogues, ref.max_utterances, seed=spec.evaluation.seed)
             preds = predict(backend, items, vocab, decoding=spec.evaluation.decoding, context_turns=spec.self_play.context_turns,
                             max_tokens=spec.self_play.max_new_tokens, batch_size=spec.evaluation.batch_size, label=f"eval {ref.name}")
             metrics["datasets"][ref.name] = report_from_predictions(preds, vocab)
             all_predictions += [{"dataset": ref.name, **p} for p in preds]
             metrics["expression_consistency"][ref.name] = expression_consistency(
                 backend, dialogues, vocab, samples=spec.evaluation.expression_samples, context_turns=spec.self_play.context_turns,
-                max_tokens=spec.self_play.max_new_tokens, seed=spec.self_play.seed)
+                max_tokens=spec.self_play.max_new_tokens, seed=spec.evaluation.seed)
     finally:
         if owned:
             backend.close()

@@ -309,6 +309,8 @@ class EvaluationSpec(SpecModel):
     )
     batch_size: int = Field(32, ge=1, description="Prompts per evaluation batch.")
     expression_samples: int = Field(200, ge=0, description="Test contexts used for the expression-consistency score; 0 skips it.")
+    seed: int = Field(0, ge=0, description="Seed of the evaluation's samples (`maxUtterances`/`maxDialogues` slices, expression contexts); "
+                      "separate from `selfPlay.seed` so runs with different training seeds are measured on the same utterances.")
     reuse_baseline: bool = Field(
         True,
         description="Round 0 (the base model) reuses an earlier run's baseline evaluation from `{storage.uri}/baselines/` "

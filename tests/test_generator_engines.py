@@ -235,5 +235,7 @@ def test_baseline_evaluation_is_shared_by_runs_with_the_same_settings(tmp_path, 
     other = named("condition-c", contextTurns=3)
     assert evaluate.baseline_key(other, "transformers") != key
     assert evaluate.baseline_key(second_run, "vllm") != key
+    # a training seed is not an evaluation setting: the baseline stays the same
+    assert evaluate.baseline_key(named("condition-d", seed=7), "transformers") == key
     third = evaluate.evaluate_round(other, 0, backend=hf)
     assert third["baseline_key"] != key and shared.is_committed(third["baseline_key"])
