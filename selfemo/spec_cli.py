@@ -22,7 +22,7 @@ def _validate(args: argparse.Namespace) -> int:
             if args.show_defaults:
                 print(json.dumps({"metadata": {"name": run.metadata.name, "namespace": run.metadata.namespace},
                                   "spec": run.spec.model_dump(by_alias=True, mode="json")}, indent=2))
-            print(f"ok: {path}: SelfEmoRun {name} (model {run.spec.model.base}, {run.spec.flywheel.rounds} rounds)")
+            print(f"ok: {path}: SelfEmoRun {name} (model {run.spec.model.base}, {run.spec.flywheel.rounds} round{'s' if run.spec.flywheel.rounds != 1 else ''})")
     return 1 if failed else 0
 
 

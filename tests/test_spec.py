@@ -215,3 +215,23 @@ def test_run_spec_reference_is_current():
     from selfemo.specdoc import render
 
     assert (REPO / "docs" / "run-spec.md").read_text() == render(), "regenerate: python -m selfemo.specdoc > docs/run-spec.md"
+
+
+def test_quality_conditions_validate_and_are_measured_against_one_baseline():
+    """The issue-7 condition files differ only where their condition says; in
+    particular they evaluate exactly like the zero-shot file, so round 0 is
+    computed once and every condition is scored on the same utterances."""
+    from selfemo.generator.evaluate import baseline_key
+
+    quality = REPO / "bench" / "quality"
+    runs = {p.stem: load_run(p) for p in sorted(quality.glob("*.yaml")) if p.stem != "zero-shot-slice"}
+    assert {"zero-shot", "sft-gold", "self-emo", "recognition-only", "no-consistency"} <= set(runs)
+    keys = {name: baseline_key(run, "transformers") for name, run in runs.items()}
+    assert len(set(keys.values())) == 1, keys
+    emo = runs["self-emo"].spec
+    assert runs["recognition-only"].spec.self_play.tasks == ["recognition"] != emo.self_play.tasks
+    assert runs["no-consistency"].spec.rewards.weights.consistency == 0 < emo.rewards.weights.consistency
+    for name in ("sft-gold", "recognition-only", "no-consistency"):
+        t = runs[name].spec.training
+        same = ("learning_rate", "micro_batch_size", "gradient_accumulation", "warmup_ratio", "max_seq_len")
+        assert [getattr(t, f) for f in same] == [getattr(emo.training, f) for f in same], name
