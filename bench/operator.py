@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"operator API writes: {len(ops)} = {per_round_run:.1f} per round per run")
     for kind, n in kinds.most_common():
         print(f"    {kind:40s} {n:6d}  ({n / (args.runs * (args.rounds + 1)):.2f} per round per run)")
+    refused = collections.Counter(f"{w.method} {w.resource} -> {w.status}" for w in ops if not 200 <= (w.status or 0) < 300)
+    if refused:
+        print("    answered non-2xx: " + ", ".join(f"{what} x{n}" for what, n in refused.most_common()))
     rounds_runs = args.runs * (args.rounds + 1)
     gets_lists = sum(n for (_res, action), n in reads.items() if action != "watch")
     print(f"operator API reads (get/list; watches apart): {gets_lists} = {gets_lists / rounds_runs:.1f} per round per run")
