@@ -9,10 +9,11 @@ lags a little behind the API, and that lag must never make a pass act on a
 child that is gone:
 
 - a child the operator deleted stays in the index until its DELETED event
-  arrives; a pass in between would see a failed Job again and count its
-  failure twice, or adopt it instead of recreating it after the back-off.
-  Such uids are *hidden* until the index no longer holds them (a uid is
-  never reused, so once gone it is gone for good);
+  arrives; a pass in between would delete it again or, when the child is
+  wanted again (a retry after its back-off, a resume), take the old attempt
+  for the new one and not create it. Such uids are *hidden* until the index
+  no longer holds them (a uid is never reused, so once gone it is gone for
+  good);
 - kopf relists after a broken watch (410 Gone) without a DELETED event for
   what disappeared meanwhile. An occasional real list (a resync) finds such
   leftovers: a uid indexed before the list but missing from it was deleted,

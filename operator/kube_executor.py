@@ -247,22 +247,24 @@ class KubeExecutor:
     # ------------------------------------------------------------------ observe helpers
 
     def children(self, namespace: str, name: str, mem: _RunMemory, indexed: Children | None) -> Children:
-        """The run's Jobs and Deployments: ``indexed`` without what this
-        operator deleted, or a list through the API when there is no index or
-        a resync is due (which also hides what the index kept by mistake)."""
+        """The run's Jobs and Deployments without what this operator deleted:
+        from ``indexed``, or from a list through the API when there is no
+        index or a resync is due (which also hides what the index kept by
+        mistake)."""
         now = self.monotonic()
         if indexed is not None and mem.listed_at is None:
             mem.listed_at = now  # kopf filled the indexes before the first pass: trust them until a resync
-        if indexed is not None and now - mem.listed_at < self.resync_seconds:
-            mem.hidden = still_hidden(mem.hidden, indexed)
-            return visible(indexed, mem.hidden)
-        selector = f"{LABEL_RUN}={name}"
-        listed = Children(tuple(self.api.list("batch/v1", "Job", namespace, selector)),
-                          tuple(self.api.list("apps/v1", "Deployment", namespace, selector)))
-        mem.listed_at = now
-        if indexed is not None:
-            mem.hidden = still_hidden(mem.hidden | vanished(indexed, listed), indexed)
-        return listed
+        seen = indexed
+        if indexed is None or now - mem.listed_at >= self.resync_seconds:
+            selector = f"{LABEL_RUN}={name}"
+            seen = Children(tuple(self.api.list("batch/v1", "Job", namespace, selector)),
+                            tuple(self.api.list("apps/v1", "Deployment", namespace, selector)))
+            mem.listed_at = now
+            if indexed is not None:
+                mem.hidden |= vanished(indexed, seen)
+        # Forget a hidden uid once nothing shows it any more (the index, else the list).
+        mem.hidden = still_hidden(mem.hidden, indexed if indexed is not None else seen)
+        return visible(seen, mem.hidden)
 
     def _pods_matter(self, children: Children, mem: _RunMemory) -> bool:
         """Pods explain a failed Job or a generator past its progress deadline

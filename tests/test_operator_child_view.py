@@ -2,9 +2,8 @@
 (operator/child_view.py), and how a pass uses them (kube_executor.py)."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-import yaml
 
 from selfemo.operator.child_view import Children, slim, still_hidden, vanished, visible
 from selfemo.operator.children import BuilderSettings
@@ -101,31 +100,43 @@ def body_in(tmp_path: Path, phase: str) -> dict:
                        "rounds": [{"round": 0, "eval": {"mean": 40.0}}, {"round": 1, "phase": phase}]}}
 
 
-def executor(api, clock) -> tuple[KubeExecutor, list]:
+def executor(api, clock, wall=None) -> tuple[KubeExecutor, list]:
     events: list = []
     ex = KubeExecutor(api, RunRegistry(), BuilderSettings(), lambda body, event: events.append(event),
-                      monotonic=clock, retry_seconds=10.0, resync_seconds=300.0)
+                      clock=wall, monotonic=clock, retry_seconds=10.0, resync_seconds=300.0)
     return ex, events
 
 
-def test_passes_read_children_from_the_index_and_a_deleted_failure_is_counted_once(tmp_path: Path):
-    body, api, clock = body_in(tmp_path, "Training"), CountingApi(), Clock()
-    ex, events = executor(api, clock)
+class Wall:
+    """Wall time plus an offset a test moves forward (past a retry back-off)."""
+
+    def __init__(self):
+        self.offset = timedelta()
+
+    def __call__(self):
+        return datetime.now(timezone.utc) + self.offset
+
+
+def test_a_deleted_failure_still_indexed_is_neither_deleted_again_nor_taken_for_its_retry(tmp_path: Path):
+    body, api, clock, wall = body_in(tmp_path, "Training"), CountingApi(), Clock(), Wall()
+    ex, events = executor(api, clock, wall)
     failed = job("r-r1-train", "attempt-1", failed=True)
     ex.step(body, Children(jobs=(failed,)))
     # No Job/Deployment list: the index is the source (its pods are listed: they say why it failed).
     assert [c for c in api.calls if c[0] == "list"] == [("list", "Pod")]
-    assert ("delete", "Job", "r-r1-train") in api.calls
+    assert [c for c in api.calls if c[0] == "delete"] == [("delete", "Job", "r-r1-train")]
     assert [e.reason for e in events].count("ChildFailed") == 1
 
-    # The DELETED event has not reached the index yet: the old attempt is
-    # still there, and must not be counted (nor adopted) a second time.
+    # The DELETED event has not reached the index yet: the old attempt is still there.
     ex.step(body, Children(jobs=(failed,)))
+    assert [c for c in api.calls if c[0] == "delete"] == [("delete", "Job", "r-r1-train")]  # not deleted again
+    wall.offset += timedelta(seconds=60)  # past the back-off: the retry is created, not waited for
+    ex.step(body, Children(jobs=(failed,)))
+    assert ("create", "Job", "r-r1-train") in api.calls
     assert [e.reason for e in events].count("ChildFailed") == 1
-    assert [c for c in api.calls if c[0] == "delete"] == [("delete", "Job", "r-r1-train")]
     assert ex.memory("default", "r").status["retries"] == {"r-r1-train": 1}
     # Once the index has dropped it, the uid is forgotten.
-    ex.step(body, Children())
+    ex.step(body, Children(jobs=(job("r-r1-train", "attempt-2"),)))
     assert ex.memory("default", "r").hidden == set()
 
 
@@ -153,6 +164,19 @@ def test_without_an_index_every_pass_lists(tmp_path: Path):
     ex.step(body)
     ex.step(body)
     assert [c for c in api.calls if c[0] == "list"] == [("list", "Job"), ("list", "Deployment")] * 2
+
+
+def test_without_an_index_a_deleted_job_still_listed_is_hidden_too(tmp_path: Path):
+    body, clock = body_in(tmp_path, "Training"), Clock()
+    api = CountingApi(jobs=[job("r-r1-train", "attempt-1", failed=True)])  # terminating: still listed
+    ex, events = executor(api, clock)
+    ex.step(body)
+    ex.step(body)
+    assert [c for c in api.calls if c[0] == "delete"] == [("delete", "Job", "r-r1-train")]
+    assert [e.reason for e in events].count("ChildFailed") == 1
+    api.jobs = []
+    ex.step(body)
+    assert ex.memory("default", "r").hidden == set()
 
 
 def test_the_config_map_is_built_again_only_when_the_spec_changes(tmp_path: Path, monkeypatch):
