@@ -95,7 +95,7 @@ class DatasetRef(SpecModel):
     )
     labels: list[str] = Field(
         default_factory=list,
-        description="Label vocabulary for `jsonl` corpora without a header line; ignored for the built-in formats.",
+        description="Label vocabulary for `jsonl` corpora without a header line; the built-in formats have a fixed one and refuse it.",
     )
     max_dialogues: int = Field(0, ge=0, description="Read at most this many dialogues (a fixed, seeded subset); 0 reads all.")
     max_utterances: int = Field(0, ge=0, description="Use at most this many utterances (evaluation slices); 0 uses all.")
@@ -113,6 +113,12 @@ class DatasetRef(SpecModel):
     def _uri_scheme(cls, v: str) -> str:
         _check_uri(v, allowed=("", "file", "s3"))
         return v
+
+    @model_validator(mode="after")
+    def _labels_only_for_jsonl(self) -> "DatasetRef":
+        if self.labels and self.format != DataFormat.jsonl.value:
+            raise ValueError(f"labels: only `jsonl` corpora take a label list; {self.format} has a fixed vocabulary (remove `labels`)")
+        return self
 
 
 class Datasets(SpecModel):
