@@ -108,22 +108,30 @@ def report_from_predictions(predictions: Sequence[dict], vocab: LabelVocab) -> d
 
 
 def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], vocab: LabelVocab, *, samples: int,
-                           context_turns: int, max_tokens: int, seed: int) -> dict:
+                           context_turns: int, max_tokens: int, seed: int, batch_size: int = 64,
+                           label: str = "expression") -> dict:
     """Mean sIoU between the emotion the model meant to express and what it
-    recognises in its own reply, on ``samples`` test contexts."""
+    recognises in its own reply, on ``samples`` test contexts (in batches of
+    ``batch_size``, with progress: on a CPU this is minutes per dataset)."""
     spots = [(d, t) for d in dialogues for t in range(1, len(d.utterances)) if d.utterances[t].labels]
     if not spots or samples <= 0:
         return {"n": 0, "mean_siou": None, "exact": None}
     spots = random.Random(seed).sample(spots, min(samples, len(spots)))
-    ctxs = [[prompts.Turn(u.speaker, u.text) for u in d.utterances[:t]] for d, t in spots]
-    whos = [d.utterances[t].speaker for d, t in spots]
-    meant = [d.utterances[t].labels for d, t in spots]
     greedy = SamplingParams(n=1, temperature=0, max_tokens=max(max_tokens, 48))
-    replies = backend.generate([prompts.expression(c, w, m, context_turns) for c, w, m in zip(ctxs, whos, meant)], greedy)
-    texts = [prompts.clean_reply(g.completions[0].text, w) for g, w in zip(replies, whos)]
-    heard = backend.generate([prompts.recognition(c + [prompts.Turn(w, x)], vocab, context_turns) for c, w, x in zip(ctxs, whos, texts)],
-                             SamplingParams(n=1, temperature=0, max_tokens=max_tokens))
-    sets = [parse_labels(g.completions[0].text, vocab).labels for g in heard]
+    sets, meant = [], []
+    with Progress(label, len(spots), unit="replies") as bar:
+        for start in range(0, len(spots), batch_size):
+            batch = spots[start : start + batch_size]
+            ctxs = [[prompts.Turn(u.speaker, u.text) for u in d.utterances[:t]] for d, t in batch]
+            whos = [d.utterances[t].speaker for d, t in batch]
+            wants = [d.utterances[t].labels for d, t in batch]
+            replies = backend.generate([prompts.expression(c, w, m, context_turns) for c, w, m in zip(ctxs, whos, wants)], greedy)
+            texts = [prompts.clean_reply(g.completions[0].text, w) for g, w in zip(replies, whos)]
+            heard = backend.generate([prompts.recognition(c + [prompts.Turn(w, x)], vocab, context_turns) for c, w, x in zip(ctxs, whos, texts)],
+                                     SamplingParams(n=1, temperature=0, max_tokens=max_tokens))
+            sets += [parse_labels(g.completions[0].text, vocab).labels for g in heard]
+            meant += wants
+            bar.update(len(batch))
     siou = [smoothed_iou_sets(h, m, 0.1) for h, m in zip(sets, meant)]
     return {"n": len(spots), "mean_siou": float(np.mean(siou)), "exact": float(np.mean([set(h) == set(m) for h, m in zip(sets, meant)]))}
 
@@ -185,7 +193,8 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
             all_predictions += [{"dataset": ref.name, **p} for p in preds]
             metrics["expression_consistency"][ref.name] = expression_consistency(
                 backend, dialogues, vocab, samples=spec.evaluation.expression_samples, context_turns=spec.self_play.context_turns,
-                max_tokens=spec.self_play.max_new_tokens, seed=spec.evaluation.seed)
+                max_tokens=spec.self_play.max_new_tokens, seed=spec.evaluation.seed, batch_size=spec.evaluation.batch_size,
+                label=f"expression {ref.name}")
     finally:
         if owned:
             backend.close()
