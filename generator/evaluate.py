@@ -136,6 +136,15 @@ def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], voca
     return {"n": len(spots), "mean_siou": float(np.mean(siou)), "exact": float(np.mean([set(h) == set(m) for h, m in zip(sets, meant)]))}
 
 
+def _located(ref: dict) -> dict:
+    """A dataset reference with a local URI made absolute: `selfemo run --data-dir`
+    rewrites `../shared/erc/meld` to `/work/shared/erc/meld`, the same data."""
+    uri = ref["uri"]
+    if not uri.startswith("s3://"):
+        ref = {**ref, "uri": str(Path(uri.removeprefix("file://")).resolve())}
+    return ref
+
+
 def baseline_key(run: SelfEmoRun, backend_name: str) -> str:
     """Digest of everything a round-0 evaluation depends on: the base model, the
     evaluation datasets and settings, the prompt settings, the engine and the
@@ -145,7 +154,7 @@ def baseline_key(run: SelfEmoRun, backend_name: str) -> str:
     here = Path(__file__).parent
     doc = {
         "model": spec.model.model_dump(mode="json"),
-        "eval": [ref.model_dump(mode="json") for ref in spec.datasets.eval],
+        "eval": [_located(ref.model_dump(mode="json")) for ref in spec.datasets.eval],
         "evaluation": spec.evaluation.model_dump(mode="json", exclude={"batch_size", "reuse_baseline"}),
         "prompts": {"context_turns": spec.self_play.context_turns, "max_new_tokens": spec.self_play.max_new_tokens},
         "backend": backend_name,

@@ -237,5 +237,10 @@ def test_baseline_evaluation_is_shared_by_runs_with_the_same_settings(tmp_path, 
     assert evaluate.baseline_key(second_run, "vllm") != key
     # a training seed is not an evaluation setting: the baseline stays the same
     assert evaluate.baseline_key(named("condition-d", seed=7), "transformers") == key
+    # nor is the spelling of a local path (`selfemo run --data-dir` makes them absolute)
+    monkeypatch.chdir(erc_dir)
+    relative = second_run.spec.datasets.eval[0].model_copy(update={"uri": "meld"})
+    spec = second_run.spec.model_copy(update={"datasets": second_run.spec.datasets.model_copy(update={"eval": [relative]})})
+    assert evaluate.baseline_key(second_run.model_copy(update={"spec": spec}), "transformers") == key
     third = evaluate.evaluate_round(other, 0, backend=hf)
     assert third["baseline_key"] != key and shared.is_committed(third["baseline_key"])
