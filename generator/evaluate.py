@@ -148,7 +148,7 @@ def _located(ref: dict) -> dict:
 def baseline_key(run: SelfEmoRun, backend_name: str) -> str:
     """Digest of everything a round-0 evaluation depends on: the base model, the
     evaluation datasets and settings, the prompt settings, the engine and the
-    source of the prompt, parsing and evaluation code. Batch size and the reuse
+    source of the prompt, parsing and label-scoring code. Batch size and the reuse
     switch itself are left out: they do not change the numbers."""
     spec = run.spec
     here = Path(__file__).parent
@@ -179,10 +179,9 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
         if shared.is_committed(key):
             found = shared.open_committed(key)
             log.info("round 0: reusing the baseline evaluation %s/%s", BASELINES, key)
-            with store.commit(prefix) as out:
-                for name in (PREDICTIONS, METRICS):
-                    out.put_bytes(name, found.get_bytes(name))
-            return json.loads(found.get_bytes(METRICS))
+            files = {name: found.get_bytes(name) for name in (PREDICTIONS, METRICS)}
+            _commit_files(store, prefix, files)
+            return json.loads(files[METRICS])
     spec = run.spec
     owned = backend is None
     if owned:
@@ -216,11 +215,16 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
         metrics["baseline_key"] = key
     files = {PREDICTIONS: encode_jsonl_gz(all_predictions), METRICS: json.dumps(metrics, indent=2, sort_keys=True).encode()}
     for target, where in ((store, prefix), (shared, key)):
-        if target is not None and not target.is_committed(where):
-            with target.commit(where) as out:
-                for name, data in files.items():
-                    out.put_bytes(name, data)
+        if target is not None and not target.is_committed(where):  # another evaluator may have been first
+            _commit_files(target, where, files)
     return metrics
+
+
+def _commit_files(store, prefix: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` under ``prefix`` as one atomic commit."""
+    with store.commit(prefix) as out:
+        for name, data in files.items():
+            out.put_bytes(name, data)
 
 
 def format_table(metrics: dict) -> str:
