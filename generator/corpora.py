@@ -17,9 +17,20 @@ from selfemo.policy import cache_dir
 from selfemo.spec import DatasetRef
 
 
+def is_remote(uri: str) -> bool:
+    """Whether a dataset URI names an S3 folder rather than a local one."""
+    return uri.startswith("s3://")
+
+
+def file_path(uri: str) -> Path:
+    """The absolute path of a local dataset URI (`file://` or a plain path, relative to
+    the working directory): `../shared/erc/meld` and `/work/shared/erc/meld` are the same data."""
+    return Path(uri.removeprefix("file://")).resolve()
+
+
 def local_path(uri: str, *, endpoint_url: str | None = None) -> Path:
     """A local path for a dataset URI; `s3://` folders are downloaded once into the cache."""
-    if uri.startswith("s3://"):
+    if is_remote(uri):
         from selfemo.store import open_store
 
         target = cache_dir() / "data" / hashlib.sha256(uri.encode()).hexdigest()[:16]
@@ -27,7 +38,7 @@ def local_path(uri: str, *, endpoint_url: str | None = None) -> Path:
             open_store(uri, endpoint_url=endpoint_url).download_dir("", target)
             (target / ".complete").write_text(uri)
         return target
-    return Path(uri.removeprefix("file://"))
+    return file_path(uri)
 
 
 def load_ref(ref: DatasetRef, default_split: str, *, seed: int = 0, endpoint_url: str | None = None) -> tuple[list[Dialogue], LabelVocab]:

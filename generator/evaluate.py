@@ -34,7 +34,7 @@ from selfemo.data.model import Dialogue
 from selfemo.data.vocab import LabelVocab
 from selfemo.generator import prompts
 from selfemo.generator.backends.base import Backend, SamplingParams
-from selfemo.generator.corpora import load_ref
+from selfemo.generator.corpora import file_path, is_remote, load_ref
 from selfemo.generator.parsing import parse_labels
 from selfemo.generator.rollout import encode_jsonl_gz
 from selfemo.metrics import NO_LABEL, classification_report
@@ -139,10 +139,7 @@ def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], voca
 def _located(ref: dict) -> dict:
     """A dataset reference with a local URI made absolute: `selfemo run --data-dir`
     rewrites `../shared/erc/meld` to `/work/shared/erc/meld`, the same data."""
-    uri = ref["uri"]
-    if not uri.startswith("s3://"):
-        ref = {**ref, "uri": str(Path(uri.removeprefix("file://")).resolve())}
-    return ref
+    return ref if is_remote(ref["uri"]) else {**ref, "uri": str(file_path(ref["uri"]))}
 
 
 def baseline_key(run: SelfEmoRun, backend_name: str) -> str:

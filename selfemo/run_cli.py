@@ -116,17 +116,17 @@ def missing_data(run) -> list[tuple[str, str]]:
     of datasets.eval. `s3://` corpora are left to the children, which fetch them.
     """
     from selfemo.data import DataError, load_dialogues
-    from selfemo.generator.corpora import local_path
+    from selfemo.generator.corpora import file_path, is_remote
 
     problems = []
     for group, default_split in (("train", "train"), ("eval", "test")):
         for i, ref in enumerate(getattr(run.spec.datasets, group)):
-            if ref.uri.startswith("s3://"):
+            if is_remote(ref.uri):
                 continue
             split = ref.split or default_split
             where = f"spec.datasets.{group}[{i}]"
             try:
-                load_dialogues(ref.format, local_path(ref.uri).resolve(), splits=[split], labels=ref.labels or None)
+                load_dialogues(ref.format, file_path(ref.uri), splits=[split], labels=ref.labels or None)
             except DataError as exc:  # no such folder, or not the split's file
                 problems.append((f"{where}.uri", f"{exc} (the {split} split of {ref.format} {ref.name!r})"))
             except ValueError as exc:  # e.g. labels given for a format that has its own
