@@ -15,6 +15,13 @@ no native bf16, where bf16 linears run ~6x slower than fp32):
 Prints prompts/s and generated tokens/s for each and the ratios the issue
 sets goals for: (b)/(a) >= 0.85 (our overhead <= 15%) and (b)/(c) >= 3.
 (a) and (b) share one engine (same weights, same KV cache), warmed up first.
+
+Also the model GFLOP/s of each (bench/flops.py: every prompt token and every
+generated token once through the weights, logits at the generated tokens)
+against a torch matmul peak measured in the same run with the same threads,
+and the (b)/(c) an engine would reach at 100% of that peak. On a GPU vLLM's
+paged batching leaves transformers far behind; on a CPU both engines are
+bound by the same matmuls, and this line says how far a ratio can go.
 """
 from __future__ import annotations
 
@@ -22,7 +29,11 @@ import argparse
 import itertools
 import os
 import platform
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from flops import forward_flops, matmul_peak, model_shape  # noqa: E402  (bench/ is not a package)
 
 
 def _prompts(n: int, context_turns: int):
@@ -50,17 +61,20 @@ def _pipeline(backend, items, vocab, params):
     from selfemo.rewards import RewardWeights
 
     groups = backend.generate([m for m, _ in items], params)
-    tokens = 0
+    tokens = prompt_tokens = 0
     for (m, gold), g in zip(items, groups):
         parsed = [parse_labels(c.text, vocab) for c in g.completions]
         score_candidates(parsed, gold, vocab, RewardWeights(), 0.1)
         tokens += sum(len(c.token_ids) for c in g.completions)
-    return tokens
+        prompt_tokens += g.prompt_tokens
+    return tokens, prompt_tokens
 
 
-def _row(name, n, tokens, seconds):
-    print(f"{name:<40}{n:>8}{seconds:>10.1f}{n / seconds:>11.2f}{tokens / seconds:>11.1f}")
-    return n / seconds
+def _row(name, n, tokens, prompt_tokens, seconds, shape, peak):
+    """Print one engine's line; returns (prompts/s, model GFLOP/s)."""
+    gflops = forward_flops(shape, prompt_tokens + tokens, tokens) / seconds / 1e9
+    print(f"{name:<40}{n:>8}{seconds:>10.1f}{n / seconds:>11.2f}{tokens / seconds:>11.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%")
+    return n / seconds, gflops
 
 
 def main() -> None:
@@ -84,11 +98,15 @@ def main() -> None:
     from selfemo.models import resolve_model
 
     path = resolve_model(args.model)
+    shape = model_shape(path)
+    threads = torch.get_num_threads()
+    peak = matmul_peak(threads, getattr(torch, args.dtype))
     items, vocab = _prompts(args.prompts, context_turns=8)
     params = SamplingParams(n=args.group, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"model: {args.model} ({args.dtype}), prompts: {len(items)} MELD-train recognition, G={args.group}, max_tokens={args.max_tokens}")
-    print(f"{'engine':<40}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}")
+    print(f"matmul peak: {peak:.1f} GFLOP/s ({args.dtype}, {threads} threads, 2048x2048)")
+    print(f"{'engine':<40}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}{'GFLOP/s':>9}{'peak':>8}")
 
     backend = VllmBackend(path, dtype=args.dtype, max_model_len=2048, cpu_kv_cache_gib=4, seed=0,
                           enforce_eager=not args.compile)
@@ -105,12 +123,13 @@ def main() -> None:
         outs = backend.llm.generate(texts, vparams, use_tqdm=False)
         ta = time.perf_counter() - t0
         tok_a = sum(len(c.token_ids) for o in outs for c in o.outputs)
-        a = _row("(a) raw vllm.LLM.generate", len(items), tok_a, ta)
+        prompt_a = sum(len(o.prompt_token_ids) for o in outs)
+        a, _ = _row("(a) raw vllm.LLM.generate", len(items), tok_a, prompt_a, ta, shape, peak)
         backend.llm.reset_prefix_cache()
         t0 = time.perf_counter()
-        tok_b = _pipeline(backend, items, vocab, params)
+        tok_b, prompt_b = _pipeline(backend, items, vocab, params)
         tb = time.perf_counter() - t0
-        b = _row("(b) selfemo pipeline, vLLM backend", len(items), tok_b, tb)
+        b, _ = _row("(b) selfemo pipeline, vLLM backend", len(items), tok_b, prompt_b, tb, shape, peak)
     finally:
         backend.close()
 
@@ -118,12 +137,14 @@ def main() -> None:
     hf_items = items[: args.hf_prompts]
     _pipeline(hf, hf_items[:2], vocab, params)  # warm-up
     t0 = time.perf_counter()
-    tok_c = _pipeline(hf, hf_items, vocab, params)
+    tok_c, prompt_c = _pipeline(hf, hf_items, vocab, params)
     tc = time.perf_counter() - t0
-    c = _row("(c) selfemo pipeline, transformers", len(hf_items), tok_c, tc)
+    c, c_gflops = _row("(c) selfemo pipeline, transformers", len(hf_items), tok_c, prompt_c, tc, shape, peak)
 
     print(f"ratio (b)/(a) = {b / a:.2f}  (goal >= 0.85: {'met' if b / a >= 0.85 else 'NOT met'})")
     print(f"ratio (b)/(c) = {b / c:.2f}  (goal >= 3: {'met' if b / c >= 3 else 'NOT met'})")
+    print(f"ceiling: an engine doing (c)'s model FLOPs at 100% of the matmul peak would be {peak / c_gflops:.2f}x (c)")
+    print(f"matmul peak after the run: {matmul_peak(threads, getattr(torch, args.dtype)):.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

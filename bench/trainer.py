@@ -44,6 +44,9 @@ from pathlib import Path
 import torch
 import yaml
 
+sys.path.insert(0, os.path.dirname(__file__))
+from flops import forward_flops, matmul_peak, model_shape  # noqa: E402  (bench/ is not a package)
+
 REPO = Path(__file__).resolve().parents[1]
 ERC = Path(os.environ.get("SELFEMO_ERC_DIR", REPO.parent / "shared" / "erc"))
 
@@ -157,26 +160,8 @@ def trl(groups: list[dict], g: int, model_path: str, steps: int, threads: int, c
             "loss_last": losses[-1] if losses else None}
 
 
-def matmul_peak(threads: int, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Best matmul GFLOP/s of `reps` runs in the dtype the trainers compute in."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
 def model_flops(model_path: str, groups: list[dict], tokenizer, with_old_pass: bool) -> float:
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_path)
-    H, V, L, I = cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers, cfg.intermediate_size
-    kv = cfg.num_key_value_heads * (H // cfg.num_attention_heads)
-    n_nonemb = L * (2 * H * H + 2 * H * kv + 3 * H * I)
+    shape = model_shape(model_path)
     T = Tc = 0
     for x in groups:
         p = len(tokenizer(x["prompt"], add_special_tokens=False)["input_ids"])
@@ -184,8 +169,8 @@ def model_flops(model_path: str, groups: list[dict], tokenizer, with_old_pass: b
             n = len(c["token_ids"]) + (0 if c["token_ids"] and c["token_ids"][-1] == tokenizer.eos_token_id else 1)
             T += p + n
             Tc += n
-    train = 6 * n_nonemb * T + 6 * H * V * Tc
-    return train + (2 * n_nonemb * T + 2 * H * V * Tc if with_old_pass else 0)
+    train = 3 * forward_flops(shape, T, Tc)  # forward + backward (2x forward)
+    return train + (forward_flops(shape, T, Tc) if with_old_pass else 0)
 
 
 def main() -> None:
