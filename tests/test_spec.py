@@ -235,3 +235,10 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
         t = runs[name].spec.training
         same = ("learning_rate", "micro_batch_size", "gradient_accumulation", "warmup_ratio", "max_seq_len")
         assert [getattr(t, f) for f in same] == [getattr(emo.training, f) for f in same], name
+    for name in ("sft-gold", "self-emo"):  # the second seeds differ in their seeds and name only
+        first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
+        assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
+        for doc, seed in ((first, 0), (second, 1)):
+            doc["metadata"]["name"] = name
+            assert doc["spec"]["self_play"].pop("seed") == doc["spec"]["training"].pop("seed") == seed
+        assert second == first, name
