@@ -1,10 +1,11 @@
 """The trainer end to end on the tiny random Llama: one process (SFT and
-SELF-GRPO), two DeepSpeed ranks on gloo with ZeRO-2, kill and resume, and the
-errors a Job must report clearly.  Groups are written to the store by hand
+SELF-GRPO), two DeepSpeed ranks on gloo with ZeRO-2, ZeRO-3 and CPU offload,
+kill and resume, and the errors a Job must report clearly.  Groups are written to the store by hand
 in the generator's schema (docs/trajectories.md), so the tests need no
 rollout and run in seconds."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -106,6 +107,55 @@ def checkpoint_dir(run, tmp_path: Path, round_: int = 1) -> Path:
     return out
 
 
+def loss_curve(ckpt: Path) -> list[float]:
+    return [s["loss"] for s in json.loads((ckpt / "training" / "metrics.json").read_text())["steps"]]
+
+
+# SFT on make_groups() for the DeepSpeed tests: 8 examples, 2 ranks × micro-batches of 2, 6 epochs = 12 steps
+DS_SFT = dict(algorithm="sft", epochs=6, microBatchSize=2, dtype="bfloat16", learningRate=5e-3, checkpointEvery=2)
+
+
+@pytest.fixture(scope="module")
+def one_process_sft(tmp_path_factory, tiny_model_dir, tokenizer) -> Path:
+    """The checkpoint every DeepSpeed run of DS_SFT must reproduce: one process, micro-batches
+    of 4 = the same 4 sequences per optimizer step as 2 ranks × 2 (trained once per module)."""
+    from selfemo.trainer.loop import train_round
+
+    tmp = tmp_path_factory.mktemp("one-process-sft")
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:  # one_thread is function-scoped; this runs before it
+        mp.setenv("OMP_NUM_THREADS", "1")
+        run, _ = make_run(tmp, tiny_model_dir, **{**DS_SFT, "microBatchSize": 4})
+        write_selected(run, make_groups(tokenizer))
+        train_round(run, 1)
+    torch.set_num_threads(before)
+    return checkpoint_dir(run, tmp)
+
+
+def assert_full_trained_weights(out: Path, reference: Path, base: Path, dtype=torch.bfloat16) -> None:
+    """`out` holds each of the base's tensors once (tied `lm_head` too) in the run's `dtype`, reloads
+    with from_pretrained as the whole model (no missing, empty or partitioned tensor), and equals
+    `reference` (a bf16 checkpoint) within one bf16 step, while training moved `reference` beyond it."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = load_file(out / "model.safetensors")
+    assert set(saved) == set(load_file(base / "model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {dtype}
+    model, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert model.dtype == dtype
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    got = model.state_dict()
+    ref = AutoModelForCausalLM.from_pretrained(reference).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).state_dict()
+    assert set(got) == set(start)
+    close = dict(rtol=2 ** -7, atol=1e-3)  # one bf16 step (7 mantissa bits), fp32 summation order
+    for k, v in start.items():
+        assert got[k].shape == v.shape and got[k].numel() > 0, k
+        assert not torch.allclose(ref[k].float(), v, **close), k
+        torch.testing.assert_close(got[k].float(), ref[k].float(), **close, msg=k)
+
+
 def test_sft_one_process_loss_falls_and_checkpoint_reloads(tmp_path, tiny_model_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
@@ -192,10 +242,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, tokeniz
     resumed = train_round(run_b, 1)
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == full["steps"] == 10  # 2 SFT (8 kept) + 8 GRPO (32) steps of 4
 
-    def curve(run, tmp):
-        return [s["loss"] for s in json.loads((checkpoint_dir(run, tmp) / "training" / "metrics.json").read_text())["steps"]]
-
-    a, b = curve(run_a, tmp_path / "a"), curve(run_b, tmp_path / "b")
+    a, b = loss_curve(checkpoint_dir(run_a, tmp_path / "a")), loss_curve(checkpoint_dir(run_b, tmp_path / "b"))
     assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
     assert not store.list("round-001/train-state/")  # removed once π_1 is committed
 
@@ -272,15 +319,10 @@ def launch_two_ranks(path: Path, *extra: str) -> dict:
     return json.loads(out[out.index("{\n"):])
 
 
-def test_two_deepspeed_ranks_zero2_resume_agree_with_one_process(tmp_path, tiny_model_dir, tokenizer):
+def test_two_deepspeed_ranks_zero2_resume_agree_with_one_process(tmp_path, tiny_model_dir, tokenizer, one_process_sft):
     """Two ZeRO-2 ranks, killed after step 3 and resumed from the step-2 state: the loss falls,
     both ranks hold the same parameters, and the loss curve is the one-process curve."""
-    from transformers import AutoModelForCausalLM
-
-    from selfemo.trainer.loop import train_round
-
-    cfg = dict(algorithm="sft", epochs=6, microBatchSize=2, dtype="bfloat16", learningRate=5e-3, checkpointEvery=2)
-    run, path = make_run(tmp_path / "ds", tiny_model_dir, deepspeed={"zeroStage": 2}, **cfg)
+    run, path = make_run(tmp_path / "ds", tiny_model_dir, deepspeed={"zeroStage": 2}, **DS_SFT)
     write_selected(run, make_groups(tokenizer))
     partial = launch_two_ranks(path, "--stop-after-steps", "3")
     assert partial["complete"] is False
@@ -291,16 +333,56 @@ def test_two_deepspeed_ranks_zero2_resume_agree_with_one_process(tmp_path, tiny_
     assert len(h) == 2 and h[0] == h[1]
     assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
     out = checkpoint_dir(run, tmp_path / "ds")
-    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
-    ds_curve = [s["loss"] for s in json.loads((out / "training" / "metrics.json").read_text())["steps"]]
+    assert loss_curve(out) == pytest.approx(loss_curve(one_process_sft), rel=2e-2)
+    assert_full_trained_weights(out, one_process_sft, tiny_model_dir)
 
-    # one process, micro-batches of 4 = the same 4 sequences per optimizer step
-    one, _ = make_run(tmp_path / "one", tiny_model_dir, **{**cfg, "microBatchSize": 4})
-    write_selected(one, make_groups(tokenizer))
-    train_round(one, 1)
-    one_curve = [s["loss"] for s in json.loads(
-        (checkpoint_dir(one, tmp_path / "one") / "training" / "metrics.json").read_text())["steps"]]
-    assert ds_curve == pytest.approx(one_curve, rel=2e-2)
+
+def test_two_deepspeed_ranks_zero3_resume_and_save_the_full_trained_weights(tmp_path, tiny_model_dir, tokenizer,
+                                                                            one_process_sft):
+    """ZeRO-3 partitions the weights themselves, so each rank's module holds empty placeholders
+    for the big tensors.  Killed after step 3 and resumed from the step-2 state (per-rank
+    partitions of weights and AdamW): the loss falls as in one process, and the checkpoint rank 0
+    consolidates is the whole model, the weights the one-process run trained.  Saved in float32
+    (what this CPU computes in), the checkpoint is bit for bit what both ranks hashed."""
+    from transformers import AutoModelForCausalLM
+
+    run, path = make_run(tmp_path, tiny_model_dir, deepspeed={"zeroStage": 3}, **{**DS_SFT, "dtype": "float32"})
+    write_selected(run, make_groups(tokenizer))
+    assert launch_two_ranks(path, "--stop-after-steps", "3")["complete"] is False
+    summary = launch_two_ranks(path)
+    assert summary["resumed_from_step"] == 2 and summary["steps"] == 12
+    assert summary["deepspeed"] == {"zero_stage": 3, "offload_optimizer": False, "offload_params": False,
+                                    "optimizer": "AdamW"}
+    out = checkpoint_dir(run, tmp_path)
+    saved = hashlib.sha256()  # the trainer's rank_param_sha256, of the saved model
+    for name, p in sorted(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).named_parameters()):
+        saved.update(name.encode())
+        saved.update(p.detach().contiguous().numpy().tobytes())
+    assert summary["rank_param_sha256"] == [saved.hexdigest()] * 2
+    curve = loss_curve(out)
+    assert curve[-1] < 0.5 * curve[0]
+    assert curve == pytest.approx(loss_curve(one_process_sft), rel=2e-2)
+    assert_full_trained_weights(out, one_process_sft, tiny_model_dir, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("deepspeed", [{"zeroStage": 2, "offloadOptimizer": True},
+                                       {"zeroStage": 3, "offloadOptimizer": True, "offloadParams": True}],
+                         ids=["zero2-offload-optimizer", "zero3-offload-optimizer-and-params"])
+def test_two_deepspeed_ranks_with_cpu_offload_train_like_one_process(tmp_path, tiny_model_dir, tokenizer,
+                                                                      one_process_sft, deepspeed):
+    """CPU offload of the optimizer state (ZeRO-2/3) and of the parameters (ZeRO-3) with the
+    trainer's torch AdamW (`zero_force_ds_cpu_optimizer: false`: DeepSpeedCPUAdam is a C++ op
+    not built here): DeepSpeed really offloads, and the run is the one-process run."""
+    run, path = make_run(tmp_path, tiny_model_dir, deepspeed=deepspeed, **DS_SFT)
+    write_selected(run, make_groups(tokenizer))
+    summary = launch_two_ranks(path)
+    assert summary["deepspeed"] == {"zero_stage": deepspeed["zeroStage"], "offload_optimizer": True,
+                                    "offload_params": deepspeed.get("offloadParams", False), "optimizer": "AdamW"}
+    out = checkpoint_dir(run, tmp_path)
+    curve = loss_curve(out)
+    assert curve[-1] < 0.5 * curve[0]
+    assert curve == pytest.approx(loss_curve(one_process_sft), rel=2e-2)
+    assert_full_trained_weights(out, one_process_sft, tiny_model_dir)
 
 
 def test_lora_adapters_are_merged_into_the_saved_checkpoint(tmp_path, tiny_model_dir, tokenizer):

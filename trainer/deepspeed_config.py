@@ -55,3 +55,19 @@ def deepspeed_config(training: TrainingSpec, dtype: str, world_size: int) -> dic
     if ds.offload_optimizer or ds.offload_params:
         config["zero_force_ds_cpu_optimizer"] = False
     return config
+
+
+def engine_facts(engine) -> dict:
+    """What the running DeepSpeed engine really does, read back from it for summary.json.
+
+    The config only asks; this is what DeepSpeed's ZeRO optimizer took from
+    it (the stage, whether its optimizer state and parameters live on the
+    CPU, and which optimizer steps: torch AdamW here, not DeepSpeedCPUAdam),
+    so a run, and the tests, can see that offload is really on.
+    """
+    zero = engine.optimizer  # the ZeRO wrapper (stage 1/2 or 3) around the trainer's AdamW
+    stage = int(engine.zero_optimization_stage())
+    return {"zero_stage": stage,
+            "offload_optimizer": bool(getattr(zero, "offload_optimizer", getattr(zero, "cpu_offload", False))),
+            "offload_params": bool(getattr(zero, "offload_param", False)),
+            "optimizer": type(getattr(zero, "optimizer", zero)).__name__}

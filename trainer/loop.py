@@ -35,8 +35,8 @@ from selfemo.trainer.batches import Example, collate, grpo_examples, hf_tokenize
 from selfemo.trainer.data import EXIT_BAD_INPUT, EXIT_NO_SIGNAL, TrainerError, load_groups
 from selfemo.trainer.dist import DistEnv, all_reduce_sum, barrier, dist_env, init_distributed, set_threads, shutdown
 from selfemo.trainer.grpo import self_grpo_loss, sft_loss
-from selfemo.trainer.model import (MasterWeights, add_lora, completion_logprobs, load_causal_lm, resolve_dtype,
-                                   save_hf, trainable)
+from selfemo.trainer.model import (MasterWeights, add_lora, completion_logprobs, gathered_params, load_causal_lm,
+                                   resolve_dtype, save_hf, trainable)
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class _Trainer:
             return
         import deepspeed
 
-        from selfemo.trainer.deepspeed_config import deepspeed_config
+        from selfemo.trainer.deepspeed_config import deepspeed_config, engine_facts
 
         params = [p for _, p in trainable(self.model)]
         opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -208,6 +208,7 @@ class _Trainer:
             model=self.model, optimizer=opt, model_parameters=params,
             lr_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lam),
             config=deepspeed_config(t, self.compute, self.env.world_size))
+        self.info["deepspeed"] = engine_facts(self.engine)
 
     def _resume(self) -> tuple[int, list[dict]]:
         steps = train_state.committed_steps(self.store, self.rp)
@@ -310,10 +311,15 @@ class _Trainer:
 
     # ------------------------------------------------------------------ the result
 
+    @property
+    def _zero3(self) -> bool:
+        return self.engine is not None and self.t.deepspeed.zero_stage == 3
+
     def _param_hash(self) -> str:
+        """sha256 of the full parameters (gathered under ZeRO-3: a rank's own tensors are empty there)."""
         h = hashlib.sha256()
         module = getattr(self.engine, "module", None) or self.model
-        for name, p in sorted(module.named_parameters()):
+        for name, p in gathered_params(module, self._zero3):
             h.update(name.encode())
             h.update(p.detach().float().contiguous().numpy().tobytes())
         return h.hexdigest()
@@ -327,7 +333,7 @@ class _Trainer:
             gathered = [None] * self.env.world_size
             dist.all_gather_object(gathered, hashes[0])
             hashes = gathered
-            if self.t.deepspeed.zero_stage == 3:
+            if self._zero3:  # the module's own tensors are empty shards: gather the full weights on rank 0
                 state_dict = self.engine._zero3_consolidated_16bit_state_dict()
         samples = sum(r["samples"] for r in history)
         tokens = sum(r["tokens"] for r in history)

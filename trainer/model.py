@@ -14,6 +14,7 @@ bf16 speed for the forward/backward and exact updates.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -71,10 +72,44 @@ def completion_logprobs(model, batch: Batch) -> torch.Tensor:
     those only: logits [N, V] instead of [B, T, V].
     """
     lm = unwrap(model)
+    _zero3_begin_forward(model)
     hidden = lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     sel = batch.loss_mask[:, 1:]
     logits = lm.get_output_embeddings()(hidden[:, :-1][sel])
     return token_logprobs(logits, batch.input_ids[:, 1:][sel])
+
+
+def _zero3_begin_forward(model) -> None:
+    """Tell ZeRO-3 a new forward pass starts, as its own hook on the top module would.
+
+    ZeRO-3 fetches each layer's partitioned weights in pre-forward hooks and
+    resets its fetch trace in a pre-hook on the *top* module; calling the
+    decoder and `lm_head` directly skips that one, so without this its trace
+    never completes (no prefetching, and a module list that grows every
+    step).  A no-op for anything but a ZeRO-3 engine.
+    """
+    offload = getattr(getattr(model, "optimizer", None), "parameter_offload", None)
+    if offload is not None:
+        offload.get_param_coordinator().reset_step()
+
+
+def gathered_params(module, zero3: bool):
+    """(name, full parameter) one at a time, in name order, on every rank.
+
+    Under ZeRO-3 a rank's `p.data` is an empty placeholder (its shard is
+    elsewhere): each parameter is all-gathered for the body of the loop and
+    re-partitioned after, so at most one full tensor is held at a time.
+    Every rank must iterate to the end (the gathers are collective).
+    """
+    for name, p in sorted(module.named_parameters()):
+        if zero3:
+            import deepspeed
+
+            ctx = deepspeed.zero.GatheredParameters([p])
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            yield name, p
 
 
 class MasterWeights:
@@ -125,12 +160,27 @@ def trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def _cast_state_dict(state_dict: dict, dtype: torch.dtype) -> dict:
+    """ZeRO-3's consolidated weights come in the compute dtype: cast them to the saved one.
+
+    A tensor shared by several keys (tied embeddings and `lm_head`) is cast
+    once and stays shared, so `save_pretrained` still saves it once.
+    """
+    cast: dict[int, torch.Tensor] = {}
+    for v in state_dict.values():
+        if id(v) not in cast:
+            cast[id(v)] = v.to(dtype)
+    return {k: cast[id(v)] for k, v in state_dict.items()}
+
+
 def save_hf(model, tokenizer, out_dir: Path, dtype: str, state_dict: dict | None = None) -> None:
     """safetensors weights (LoRA merged), config, generation config and tokenizer in `out_dir`."""
     m = getattr(model, "module", model)
     if hasattr(m, "merge_and_unload"):
         m = m.merge_and_unload()
     m = m.to(DTYPES[dtype])
+    if state_dict is not None:
+        state_dict = _cast_state_dict(state_dict, DTYPES[dtype])
     m.config.use_cache = True
     m.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out_dir)
