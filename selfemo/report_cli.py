@@ -83,7 +83,12 @@ def score_table(evals: dict[int, dict]) -> tuple[list[str], list[tuple[int, dict
 
 
 def write_report(status, evals: dict[int, dict], flywheel: dict[int, dict], out: Path) -> list[Path]:
-    """`wf1.png`, `flywheel.png` and `report.md` in ``out``; returns their paths."""
+    """`wf1.png`, `flywheel.png`, `report.md` and `metrics/round-RRR.json` in ``out``; returns their paths.
+
+    Each round's `eval/metrics.json` is copied beside the plots so a report kept
+    in a repository (docs/results/) stays traceable to the exact numbers after
+    the run directory is gone: local stores are not kept between machines.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -121,6 +126,11 @@ def write_report(status, evals: dict[int, dict], flywheel: dict[int, dict], out:
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
 
+    (out / "metrics").mkdir(exist_ok=True)
+    for r in sorted(evals):
+        written.append(out / "metrics" / f"round-{r:03d}.json")
+        written[-1].write_text(json.dumps(evals[r], indent=1, sort_keys=True) + "\n")
+
     written.append(out / "report.md")
     written[-1].write_text(markdown(status, names, rows, flywheel))
     return written
@@ -140,5 +150,6 @@ def markdown(status, names: list[str], rows, flywheel: dict[int, dict]) -> str:
         f = flywheel.get(r, {})
         reward = "-" if f.get("mean_reward") is None else f"{f['mean_reward']:.3f}"
         lines.append(f"| {r} | " + " | ".join(cells) + f" | {f.get('candidates', '-')} | {f.get('kept', '-')} | {reward} |")
-    lines += ["", "![weighted-F1 per round](wf1.png)", "", "![flywheel per round](flywheel.png)", ""]
+    lines += ["", "Each round's evaluation, as the run committed it: `metrics/round-RRR.json`.",
+              "", "![weighted-F1 per round](wf1.png)", "", "![flywheel per round](flywheel.png)", ""]
     return "\n".join(lines)

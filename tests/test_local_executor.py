@@ -140,6 +140,9 @@ def test_status_and_report_read_a_finished_run(tmp_path, monkeypatch, capsys):
     assert "| 2 | 12.00 / 12.00 | 12.00 / 12.00 | 16 | 6 | 0.500 |" in report
     for png in ("wf1.png", "flywheel.png"):
         assert (run_dir / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in (0, 1, 2):  # the metrics travel with the report, equal to what the run committed
+        committed = json.loads((run_dir / f"round-{r:03d}/eval/metrics.json").read_text())
+        assert json.loads((run_dir / f"report/metrics/round-{r:03d}.json").read_text()) == committed
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 
