@@ -1,11 +1,13 @@
-"""Groups → examples → micro-batches, and the spec → DeepSpeed config mapping (pure)."""
+"""Groups → examples → micro-batches, the spec → DeepSpeed config mapping and the rank's device (pure)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from selfemo.spec import DeepSpeedSpec, TrainingSpec
 from selfemo.trainer.batches import build_sequence, collate, grpo_examples, plan_steps, sft_examples
 from selfemo.trainer.deepspeed_config import deepspeed_config
+from selfemo.trainer.dist import train_device
 
 EOS = 2
 
@@ -87,6 +89,37 @@ def test_collate_masks_completion_tokens_and_flattens_per_token_values():
     assert b.advantages.tolist() == pytest.approx([1, 1, 1, -1, -1], abs=1e-5)
     assert b.old_logp.tolist() == [-1.0, -2.0, -3.0, -4.0, -5.0]
     assert b.ref_logp is None
+
+
+def test_collate_puts_every_tensor_on_the_given_device():
+    """`meta` stands in for a GPU: a tensor left on the CPU would show."""
+    groups = [group("ab", [1.0, 0.0], [[5, 6], [7]])]
+    ex, _ = grpo_examples(groups, tok, EOS, 64, 0.05)
+    ex[0].old_logp = ex[0].ref_logp = [-1.0, -2.0, -3.0]
+    ex[1].old_logp = ex[1].ref_logp = [-4.0, -5.0]
+    b = collate(ex, pad_id=0, device=torch.device("meta"))
+    tensors = {k: v for k, v in vars(b).items() if isinstance(v, torch.Tensor)}
+    assert len(tensors) == 7 and {t.device.type for t in tensors.values()} == {"meta"}
+    assert b.input_ids.shape == (2, 5) and b.old_logp.shape == (5,)
+    assert collate(ex, pad_id=0).input_ids.device.type == "cpu"  # the default
+
+
+def test_train_device_is_the_local_rank_gpu_or_the_cpu():
+    cuda = torch.device
+    assert train_device(cuda_devices=8, local_rank=0, gpus_per_node=8) == cuda("cuda", 0)  # one process
+    assert train_device(cuda_devices=8, local_rank=5, gpus_per_node=8) == cuda("cuda", 5)  # rank 5 of a node
+    assert train_device(cuda_devices=1, local_rank=0, gpus_per_node=1) == cuda("cuda", 0)
+    assert train_device(cuda_devices=0, local_rank=0, gpus_per_node=8) == cuda("cpu")  # no GPU on this machine
+    assert train_device(cuda_devices=0, local_rank=1, gpus_per_node=8) == cuda("cpu")  # gloo ranks on a CPU
+    assert train_device(cuda_devices=4, local_rank=1, gpus_per_node=0) == cuda("cpu")  # the spec says CPU
+
+
+def test_train_device_refuses_a_local_rank_without_a_gpu():
+    """Falling back to the CPU here would train a GPU Job on the CPU; a launch error is clearer."""
+    with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU: 2 CUDA device"):
+        train_device(cuda_devices=2, local_rank=2, gpus_per_node=8)
+    with pytest.raises(ValueError, match="LOCAL_RANK 1 has no GPU: 1 CUDA device"):
+        train_device(cuda_devices=1, local_rank=1, gpus_per_node=8)  # CUDA_VISIBLE_DEVICES=<one GPU> per rank
 
 
 def test_deepspeed_config_from_spec():

@@ -167,6 +167,7 @@ def test_sft_one_process_loss_falls_and_checkpoint_reloads(tmp_path, tiny_model_
     metrics = TrainerMetrics()
     summary = train_round(run, 1, metrics=metrics)
     assert summary["steps"] == 12 and summary["sft_examples"] == 8 and summary["grpo_examples"] == 0
+    assert summary["device"] == "cpu"  # no GPU here (dist.train_device)
     assert summary["loss"]["sft"]["last"] < 0.5 * summary["loss"]["sft"]["first"]
     out = checkpoint_dir(run, tmp_path)
     assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
@@ -401,6 +402,34 @@ def test_lora_adapters_are_merged_into_the_saved_checkpoint(tmp_path, tiny_model
     assert not any("lora" in k for k in saved) and set(saved) == set(base)
     changed = [k for k in base if not torch.equal(base[k], saved[k])]
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+
+
+def test_policy_and_batches_go_to_the_rank_device(tmp_path, tiny_model_dir, tokenizer):
+    """The loop places π_{r-1} and its micro-batches on the device it is given
+    (`meta` stands in for `cuda:LOCAL_RANK`: anything left on the CPU shows),
+    and under DeepSpeed the batches follow the engine's device."""
+    from types import SimpleNamespace
+
+    from selfemo.telemetry import TrainerMetrics
+    from selfemo.trainer.batches import sft_examples
+    from selfemo.trainer.dist import DistEnv
+    from selfemo.trainer.loop import _Trainer
+
+    run, _ = make_run(tmp_path, tiny_model_dir, dtype="bfloat16")
+    meta = torch.device("meta")
+    tr = _Trainer(run, 1, DistEnv(), TrainerMetrics(), meta)
+    tr.pad, tr.compute = tokenizer.pad_token_id or 0, "bfloat16"
+    tr._load_model(str(tiny_model_dir))
+    assert {p.device for p in tr.model.parameters()} == {meta}
+    assert {p.dtype for p in tr.model.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in tr.fp32_init.values()} == {"cpu"}  # the masters' source waits on the host
+    examples = sft_examples(make_groups(tokenizer, 2), lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                            tokenizer.eos_token_id, 256)
+    batch = tr._collate(examples)
+    assert {t.device for t in (batch.input_ids, batch.attention_mask, batch.loss_mask, batch.advantages,
+                               batch.rewards)} == {meta}
+    tr.device, tr.engine = torch.device("cpu"), SimpleNamespace(device=meta)  # DeepSpeed placed the model
+    assert tr.batch_device == meta and tr._collate(examples).input_ids.device == meta
 
 
 def test_master_weights_keep_updates_below_bf16_resolution():

@@ -13,6 +13,7 @@ to stop).  Too long → truncated from the left (the oldest context goes).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,9 +170,17 @@ class Batch:
     def n_tokens(self) -> int:
         return int(self.loss_mask.sum())
 
+    def to(self, device: torch.device | str) -> Batch:
+        """Every tensor of the batch on `device` (where the model that reads it lives)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
+                                            for f in dataclasses.fields(self) if getattr(self, f.name) is not None})
 
-def collate(examples: Sequence[Example], pad_id: int) -> Batch:
-    """Right-pad a micro-batch to its longest sequence."""
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device | str = "cpu") -> Batch:
+    """Right-pad a micro-batch to its longest sequence, on `device`.
+
+    Built on the CPU and moved with one copy per tensor: the row-by-row
+    writes below would each be a host-to-GPU transfer on a GPU tensor."""
     T = max(len(e.ids) for e in examples)
     B = len(examples)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -191,4 +200,4 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     return Batch(ids, attn, mask, torch.tensor(adv, dtype=torch.float32),
                  torch.tensor(old, dtype=torch.float32) if len(old) == n else None,
                  torch.tensor(ref, dtype=torch.float32) if len(ref) == n else None,
-                 torch.tensor([e.reward for e in examples], dtype=torch.float32))
+                 torch.tensor([e.reward for e in examples], dtype=torch.float32)).to(device)

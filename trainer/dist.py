@@ -35,18 +35,41 @@ def dist_env() -> DistEnv:
                    int(e.get("LOCAL_WORLD_SIZE", str(world))))
 
 
-def init_distributed(env: DistEnv) -> None:
-    """Start the process group through DeepSpeed (gloo on CPU, nccl on GPUs)."""
+def train_device(cuda_devices: int, local_rank: int, gpus_per_node: int) -> torch.device:
+    """The device this rank trains on: `cuda:LOCAL_RANK`, or the CPU.
+
+    The CPU when the spec gives the training pod no GPUs
+    (`resources.trainer.gpusPerNode: 0`, even if the node has some) or torch
+    sees none (a CPU machine running a GPU run file locally).  Otherwise local
+    rank k owns GPU k of its node, as torchrun and the deepspeed launcher start
+    one rank per GPU, each seeing all of the node's GPUs; a local rank without
+    a GPU of its own is a launch error, never a silent fall-back to the CPU.
+    """
+    if gpus_per_node == 0 or cuda_devices == 0:
+        return torch.device("cpu")
+    if not 0 <= local_rank < cuda_devices:
+        raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: {cuda_devices} CUDA device(s) visible "
+                         "(CUDA_VISIBLE_DEVICES); start at most one rank per GPU, each seeing all of the node's GPUs")
+    return torch.device("cuda", local_rank)
+
+
+def rank_device(env: DistEnv, gpus_per_node: int) -> torch.device:
+    """`train_device` for this process, on this machine."""
+    return train_device(torch.cuda.device_count() if torch.cuda.is_available() else 0, env.local_rank, gpus_per_node)
+
+
+def init_distributed(env: DistEnv, device: torch.device) -> None:
+    """Start the process group through DeepSpeed: nccl when ranks train on GPUs, else gloo."""
     if not env.distributed:
         return
-    if not torch.cuda.is_available():
+    on_gpu = device.type == "cuda"
+    if not on_gpu:  # DeepSpeed would pick its CUDA accelerator whenever a GPU is visible
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(env.local_rank)
-    deepspeed.init_distributed(dist_backend=backend)
+    if on_gpu:
+        torch.cuda.set_device(device)
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
 
 
 def set_threads(env: DistEnv) -> int:
@@ -56,13 +79,15 @@ def set_threads(env: DistEnv) -> int:
     return n
 
 
-def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:
-    """Sum a few floats over the ranks (metrics, token counts); identity in one process."""
+def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device | str = "cpu") -> list[float]:
+    """Sum a few floats over the ranks (metrics, token counts); identity in one process.
+
+    `device` is the rank's training device: nccl reduces GPU tensors only."""
     if not env.distributed:
         return list(values)
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 

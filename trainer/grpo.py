@@ -111,7 +111,7 @@ def self_grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.T
     m = mask.to(pg.dtype)
     denom = float(n_tokens) if n_tokens is not None else float(m.sum().clamp_min(1.0))
     total = pg.sum()
-    kl_sum = torch.zeros((), dtype=pg.dtype)
+    kl_sum = torch.zeros((), dtype=pg.dtype, device=pg.device)
     if kl_weight and ref_logp is not None:
         kl_sum = (kl_estimator(logp, ref_logp) * m).sum()
         total = total + kl_weight * kl_sum

@@ -31,9 +31,10 @@ from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.spec import SelfEmoRun
 from selfemo.telemetry import TrainerMetrics
 from selfemo.trainer import state as train_state
-from selfemo.trainer.batches import Example, collate, grpo_examples, hf_tokenize, plan_steps, sft_examples
+from selfemo.trainer.batches import Batch, Example, collate, grpo_examples, hf_tokenize, plan_steps, sft_examples
 from selfemo.trainer.data import EXIT_BAD_INPUT, EXIT_NO_SIGNAL, TrainerError, load_groups
-from selfemo.trainer.dist import DistEnv, all_reduce_sum, barrier, dist_env, init_distributed, set_threads, shutdown
+from selfemo.trainer.dist import (DistEnv, all_reduce_sum, barrier, dist_env, init_distributed, rank_device, set_threads,
+                                  shutdown)
 from selfemo.trainer.grpo import self_grpo_loss, sft_loss
 from selfemo.trainer.model import (MasterWeights, add_lora, completion_logprobs, gathered_params, load_causal_lm,
                                    resolve_dtype, save_hf, trainable)
@@ -51,15 +52,18 @@ def train_round(run: SelfEmoRun, round_: int, *, metrics: TrainerMetrics | None 
     if round_ < 1:
         raise TrainerError(f"--round must be >= 1 (round 0 is the base model), got {round_}")
     env = dist_env()
-    init_distributed(env)
-    summary = _Trainer(run, round_, env, metrics or TrainerMetrics()).run(stop_after_steps)
+    device = rank_device(env, run.spec.resources.trainer.gpus_per_node)
+    init_distributed(env, device)
+    summary = _Trainer(run, round_, env, metrics or TrainerMetrics(), device).run(stop_after_steps)
     shutdown(env)
     return summary
 
 
 class _Trainer:
-    def __init__(self, run: SelfEmoRun, round_: int, env: DistEnv, metrics: TrainerMetrics):
+    def __init__(self, run: SelfEmoRun, round_: int, env: DistEnv, metrics: TrainerMetrics,
+                 device: torch.device = torch.device("cpu")):
         self.run_spec, self.round, self.env, self.metrics = run, round_, env, metrics
+        self.device = device  # this rank's (dist.train_device): π_{r-1}, π₀ and the batches live there
         self.t = run.spec.training
         self.store = open_run_store(run)
         layout = run_layout(run)
@@ -83,15 +87,16 @@ class _Trainer:
         from selfemo.devices import compute_dtype
 
         self.dtype = resolve_dtype(self.run_spec.spec.model.dtype, path)  # of the saved checkpoint
-        self.compute = compute_dtype(self.dtype)  # float32 on a CPU without native bf16 (selfemo.devices)
+        # float32 on a CPU without native bf16 (selfemo.devices); the device decides, not whether a GPU exists
+        self.compute = compute_dtype(self.dtype, on_gpu=self.device.type == "cuda")
         self._build_examples(groups)
         self._build_plan()
         self._load_model(path)
         self._reference_logprobs()
         self._build_optimizer()
         start, history = self._resume()
-        self.info.update(policy=path, dtype=self.dtype, compute_dtype=self.compute, threads=threads,
-                         world_size=self.env.world_size, resumed_from_step=start)
+        self.info.update(policy=path, dtype=self.dtype, compute_dtype=self.compute, device=str(self.batch_device),
+                         threads=threads, world_size=self.env.world_size, resumed_from_step=start)
         done = self._train(start, history, stop_after_steps)
         if not done:
             return {"round": self.round, "complete": False, "step": len(history)}
@@ -135,7 +140,13 @@ class _Trainer:
                  self.round, len(self.sft), len(self.grpo), len(self.plan), e.world_size)
 
     def _load_model(self, path: str) -> None:
-        """Plain torch: fp32 masters, compute dtype for forward/backward.  DeepSpeed: its own masters."""
+        """Plain torch: fp32 masters, compute dtype for forward/backward.  DeepSpeed: its own masters.
+
+        The model goes to this rank's device before the log-prob passes, which
+        run before `deepspeed.initialize` (that would move it to the same
+        device, `cuda:LOCAL_RANK`, but only then).  The fp32 copy of the
+        trainable weights for the masters stays on the CPU until the masters
+        (on the device) take it."""
         spec = self.run_spec.spec
         plain = not self.env.distributed
         self.model = load_causal_lm(path, "float32" if plain else self.compute, spec.model.trust_remote_code)
@@ -143,8 +154,16 @@ class _Trainer:
             torch.manual_seed(self.t.seed)
             self.model = add_lora(self.model, self.t.lora)
         self.fp32_init = {n: p.detach().clone() for n, p in trainable(self.model)} if plain and self.compute != "float32" else None
-        self.model.to(getattr(torch, self.compute))
+        self.model.to(device=self.device, dtype=getattr(torch, self.compute))
         self.model.train()
+
+    @property
+    def batch_device(self) -> torch.device:
+        """Where batches go: the DeepSpeed engine's device once it placed the model, else this rank's."""
+        return self.engine.device if self.engine is not None else self.device
+
+    def _collate(self, examples: list[Example]) -> Batch:
+        return collate(examples, self.pad, self.batch_device)
 
     def _my_indices(self, phase: str) -> list[int]:
         return sorted({i for ph, step in self.plan if ph == phase for mb in step[self.env.rank] for i in mb})
@@ -156,7 +175,7 @@ class _Trainer:
         with torch.no_grad():
             for k in range(0, len(order), self.t.micro_batch_size):
                 chunk = [examples[i] for i in order[k:k + self.t.micro_batch_size]]
-                lp = completion_logprobs(model, collate(chunk, self.pad)).tolist()
+                lp = completion_logprobs(model, self._collate(chunk)).tolist()
                 at = 0
                 for ex in chunk:
                     setattr(ex, attr, lp[at:at + ex.n_completion])
@@ -175,9 +194,11 @@ class _Trainer:
                 from selfemo.models import resolve_model
 
                 ref = load_causal_lm(resolve_model(self.run_spec.spec.model.base), self.compute,
-                                     self.run_spec.spec.model.trust_remote_code)
+                                     self.run_spec.spec.model.trust_remote_code).to(self.device)
                 self._fill_logprobs(ref, self.grpo, mine, "ref_logp")
                 del ref
+                if self.device.type == "cuda":  # give π₀'s memory back before training allocates
+                    torch.cuda.empty_cache()
             else:  # the reference is π_{r-1} itself
                 for i in mine:
                     self.grpo[i].ref_logp = self.grpo[i].old_logp
@@ -247,8 +268,8 @@ class _Trainer:
     def _step(self, idx: int) -> dict:
         phase, per_rank = self.plan[idx]
         examples = self.sft if phase == "sft" else self.grpo
-        batches = [collate([examples[i] for i in mb], self.pad) for mb in per_rank[self.env.rank]]
-        n_global = all_reduce_sum([sum(b.n_tokens for b in batches)], self.env)[0]
+        batches = [self._collate([examples[i] for i in mb]) for mb in per_rank[self.env.rank]]
+        n_global = all_reduce_sum([sum(b.n_tokens for b in batches)], self.env, self.batch_device)[0]
         lr = float(self.engine.get_lr()[0] if self.engine is not None else self.sched.get_last_lr()[0])
         t0 = time.perf_counter()
         acc = [0.0] * 6  # loss, kl·tokens, clip·tokens, reward sum, sequences, sequence tokens
@@ -274,7 +295,7 @@ class _Trainer:
             norm = self.opt.step(self.t.max_grad_norm)
             self.sched.step()
         seconds = time.perf_counter() - t0
-        g = all_reduce_sum(acc + [seconds], self.env)
+        g = all_reduce_sum(acc + [seconds], self.env, self.batch_device)
         seconds = g[6] / self.env.world_size
         rec = {"step": idx + 1, "phase": phase, "loss": g[0], "kl": g[1] / max(n_global, 1),
                "clip_fraction": g[2] / max(n_global, 1), "reward": g[3] / max(g[4], 1), "grad_norm": norm,
@@ -321,7 +342,7 @@ class _Trainer:
         module = getattr(self.engine, "module", None) or self.model
         for name, p in gathered_params(module, self._zero3):
             h.update(name.encode())
-            h.update(p.detach().float().contiguous().numpy().tobytes())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def _finish(self, history: list[dict]) -> dict:

@@ -161,7 +161,7 @@ def trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def _cast_state_dict(state_dict: dict, dtype: torch.dtype) -> dict:
-    """ZeRO-3's consolidated weights come in the compute dtype: cast them to the saved one.
+    """ZeRO-3's consolidated weights come in the compute dtype: cast them to the saved one, on the CPU.
 
     A tensor shared by several keys (tied embeddings and `lm_head`) is cast
     once and stays shared, so `save_pretrained` still saves it once.
@@ -169,16 +169,20 @@ def _cast_state_dict(state_dict: dict, dtype: torch.dtype) -> dict:
     cast: dict[int, torch.Tensor] = {}
     for v in state_dict.values():
         if id(v) not in cast:
-            cast[id(v)] = v.to(dtype)
+            cast[id(v)] = v.to(device="cpu", dtype=dtype)
     return {k: cast[id(v)] for k, v in state_dict.items()}
 
 
 def save_hf(model, tokenizer, out_dir: Path, dtype: str, state_dict: dict | None = None) -> None:
-    """safetensors weights (LoRA merged), config, generation config and tokenizer in `out_dir`."""
+    """safetensors weights (LoRA merged), config, generation config and tokenizer in `out_dir`.
+
+    Written from CPU tensors whatever device trained the model: the
+    checkpoint then never depends on (or names) a GPU, and the model is moved
+    once rather than tensor by tensor.  The model is not used after this."""
     m = getattr(model, "module", model)
     if hasattr(m, "merge_and_unload"):
         m = m.merge_and_unload()
-    m = m.to(DTYPES[dtype])
+    m = m.to(device="cpu", dtype=DTYPES[dtype])
     if state_dict is not None:
         state_dict = _cast_state_dict(state_dict, DTYPES[dtype])
     m.config.use_cache = True

@@ -48,13 +48,17 @@ def committed_steps(store, round_prefix: str) -> list[int]:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator the trainer may draw from (LoRA dropout on a GPU uses CUDA's)."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    for i, s in enumerate(state.get("cuda", [])[:torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(s, i)
 
 
 def _prune(store, round_prefix: str, keep: int) -> None:
@@ -74,9 +78,16 @@ def save_plain(store, round_prefix: str, step: int, payload: dict) -> None:
 
 
 def load_plain(store, round_prefix: str, step: int) -> dict:
+    """The state, its tensors on the CPU; the RNG states are set.
+
+    On the CPU whatever device saved it (a GPU-saved state loads on any
+    node; RNG states must be CPU tensors), and without a second copy of the
+    masters and AdamW moments on the GPU: `MasterWeights.load_state_dict`
+    copies into the masters and the optimizer moves its state to its
+    parameters' device."""
     with tempfile.TemporaryDirectory(prefix="selfemo-state-") as tmp:
         path = store.open_committed(state_prefix(round_prefix, step)).get_file(STATE_FILE, Path(tmp, STATE_FILE))
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     set_rng_state(state["rng"])
     return state
 
