@@ -336,7 +336,8 @@ class _Step:
         means = [e.eval["mean"] for e in sorted(self.st.rounds, key=lambda e: e.round) if "mean" in e.eval and e.round <= r]
         best = f"best round {self.st.best_round} (mean W-F1 {self.st.best_weighted_f1:.2f})"
         if r >= rounds:
-            self.succeed(REASON_COMPLETED, f"completed {rounds} round(s); {best}")
+            done = f"completed {rounds} round(s)" if rounds else "evaluated the base model only (flywheel.rounds: 0)"
+            self.succeed(REASON_COMPLETED, f"{done}; {best}")
         elif r > 0 and stop.patience > 0 and rounds_without_gain(means, stop.min_delta) >= stop.patience:
             self.succeed(
                 REASON_EARLY_STOPPED,

@@ -235,7 +235,8 @@ class EarlyStopSpec(SpecModel):
 
 
 class FlywheelSpec(SpecModel):
-    rounds: int = Field(5, ge=1, le=999, description="R: flywheel rounds (generate → select → train → evaluate).")
+    rounds: int = Field(5, ge=0, le=999, description="R: flywheel rounds (generate → select → train → evaluate); "
+                        "0 evaluates the base model only (round 0), a zero-shot baseline run with the same command.")
     reward_threshold: float = Field(0.6, ge=0, description="τ: keep candidates whose total reward is at least this.")
     keep_per_prompt: int = Field(2, ge=1, description="k: keep at most this many candidates per prompt.")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="Early stopping on mean eval weighted-F1.")

@@ -518,6 +518,21 @@ def test_full_run_reaches_succeeded_and_creates_each_child_once():
     assert ex.events.count("Generating") == 3 and ex.events[-1] == "RoundsCompleted"
 
 
+def test_zero_rounds_evaluates_the_base_model_and_succeeds():
+    """`flywheel.rounds: 0`: the zero-shot baseline is a run file like any other."""
+    ex = FakeExecutor(make_run(shards=2, rounds=0), {0: 40})
+    for _ in range(5):
+        ex.step()
+        if ex.status.phase.is_terminal():
+            break
+        ex.finish_all()
+    assert ex.status.phase == Phase.succeeded and ex.status.round == 0
+    assert ex.created == [child_name(RUN, "evaluator", 0)]
+    assert not [c for c in ex.children.values() if c.kind in ("generator", "trainer")]
+    assert (ex.status.best_round, ex.status.best_weighted_f1) == (0, 40.0)
+    assert "evaluated the base model only" in ex.status.message
+
+
 def test_markers_match_the_store_layout():
     from selfemo.generator.rollout import ShardKeys
     from selfemo.operator.observed import NO_SIGNAL_FILE
