@@ -489,6 +489,14 @@ class FakeExecutor:
         self.events += [e.reason for e in d.events]
         return d
 
+    def run_to_end(self, max_steps: int) -> None:
+        """Reconcile, then let every running child finish, until the run is terminal."""
+        for _ in range(max_steps):
+            self.step()
+            if self.status.phase.is_terminal():
+                return
+            self.finish_all()
+
     def finish_all(self) -> None:
         shards = self.run.spec.resources.generator.shards
         for c in list(self.children.values()):
@@ -505,11 +513,7 @@ class FakeExecutor:
 
 def test_full_run_reaches_succeeded_and_creates_each_child_once():
     ex = FakeExecutor(make_run(shards=2, rounds=3), {0: 40, 1: 45, 2: 47, 3: 46})
-    for _ in range(30):
-        ex.step()
-        if ex.status.phase.is_terminal():
-            break
-        ex.finish_all()
+    ex.run_to_end(30)
     assert ex.status.phase == Phase.succeeded and ex.status.round == 3
     assert (ex.status.best_round, ex.status.best_weighted_f1) == (2, 47.0)
     assert len(ex.created) == len(set(ex.created)) == 1 + 3 * 4
@@ -521,11 +525,7 @@ def test_full_run_reaches_succeeded_and_creates_each_child_once():
 def test_zero_rounds_evaluates_the_base_model_and_succeeds():
     """`flywheel.rounds: 0`: the zero-shot baseline is a run file like any other."""
     ex = FakeExecutor(make_run(shards=2, rounds=0), {0: 40})
-    for _ in range(5):
-        ex.step()
-        if ex.status.phase.is_terminal():
-            break
-        ex.finish_all()
+    ex.run_to_end(5)
     assert ex.status.phase == Phase.succeeded and ex.status.round == 0
     assert ex.created == [child_name(RUN, "evaluator", 0)]
     assert not [c for c in ex.children.values() if c.kind in ("generator", "trainer")]
