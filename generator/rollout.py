@@ -28,7 +28,7 @@ from selfemo.generator.gold import open_gold_play
 from selfemo.generator.selfplay import SelfPlay, Seed, derive_seed, index_dialogues, plan_seeds, shard_of
 from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.progress import Progress
-from selfemo.spec import SelfEmoRun
+from selfemo.spec import Sampling, SelfEmoRun
 from selfemo.telemetry import GeneratorMetrics
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def load_training_corpora(run: SelfEmoRun):
 def shard_seeds(run: SelfEmoRun, round_: int, index: int, total: int, dialogues) -> list[Seed]:
     """This shard's seeds: a round-specific sample of the training positions."""
     sp = run.spec.self_play
-    every = plan_seeds(dialogues, list(sp.tasks), sp.prompts_per_round, derive_seed(sp.seed, "round", round_))
+    every = plan_seeds(dialogues, list(sp.tasks), sp.prompts_per_round, derive_seed(sp.seed, "round", round_),
+                       balanced=sp.sampling == Sampling.label_balanced)
     return shard_of(every, index, total)
 
 

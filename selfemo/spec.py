@@ -162,6 +162,11 @@ class Source(str, Enum):
     gold = "gold"
 
 
+class Sampling(str, Enum):
+    uniform = "uniform"
+    label_balanced = "label-balanced"
+
+
 class SelfPlaySpec(SpecModel):
     tasks: list[Task] = Field(
         default_factory=lambda: [Task.recognition, Task.understanding, Task.expression],
@@ -192,6 +197,14 @@ class SelfPlaySpec(SpecModel):
         "flywheel scores them (SELF-EMO); `gold` calls no model and gives each sampled recognition prompt the dataset's "
         "gold label as its one kept candidate: the ordinary supervised fine-tuning baseline. `gold` needs "
         "tasks [recognition] and training.algorithm `sft`.",
+    )
+
+    sampling: Sampling = Field(
+        Sampling.uniform,
+        description="How a round's prompts are drawn from the training positions: `uniform` (every position equally "
+        "likely, so frequent labels such as `neutral` dominate) or `label-balanced` (round-robin over each dataset's "
+        "gold labels of the target turn, rare labels first come first served; for SFT on gold answers this keeps the "
+        "model from learning only the label prior).",
     )
 
     @model_validator(mode="after")

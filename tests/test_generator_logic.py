@@ -184,6 +184,39 @@ def test_plan_seeds_is_deterministic_and_shards_partition(erc_dir):
     assert sorted(itertools.chain(*parts), key=a.index) == a
 
 
+def test_label_balanced_sampling_evens_out_the_labels_of_the_same_positions(erc_dir):
+    """`selfPlay.sampling: label-balanced` draws from the same positions as uniform sampling but
+    deals them round-robin over the gold labels, so a small sample is not mostly `neutral`."""
+    from collections import Counter
+
+    ds = _dialogues(erc_dir)
+    label = {(d.id, t): u.labels[0] for d in ds["meld"] for t, u in enumerate(d.utterances)}
+    n_labels = len(set(label.values()))
+    uniform = plan_seeds(ds, ["recognition"], 24, seed=3)
+    balanced = plan_seeds(ds, ["recognition"], 24, seed=3, balanced=True)
+    assert balanced == plan_seeds(ds, ["recognition"], 24, seed=3, balanced=True)
+    count_u = Counter(label[s.dialogue_id, s.turn] for s in uniform)
+    count_b = Counter(label[s.dialogue_id, s.turn] for s in balanced)
+    whole = Counter(label.values())
+    assert count_u.most_common(1)[0][0] == whole.most_common(1)[0][0]  # uniform mirrors the corpus
+    # balanced: every label of the corpus, each as often as the rarest allows (one round = n_labels)
+    assert set(count_b) == set(whole)
+    first_round = [label[s.dialogue_id, s.turn] for s in balanced[:n_labels]]
+    assert sorted(first_round) == sorted(whole)
+    # round-robin: some depth r has each label min(its supply, r) or one more (the last, partial round)
+    assert any(all(min(whole[k], r) <= count_b[k] <= min(whole[k], r + 1) for k in whole) for r in range(25))
+    assert all(count_b[k] >= count_u[k] for k in whole if k != whole.most_common(1)[0][0])
+    assert count_b[whole.most_common(1)[0][0]] < count_u[whole.most_common(1)[0][0]]
+    # uniform sampling is what it was before the option existed (runs stay reproducible)
+    import random
+
+    from selfemo.generator.selfplay import Seed
+
+    old = [Seed(n, d.id, t, "recognition") for n in sorted(ds) for d in ds[n] for t in range(len(d.utterances))]
+    random.Random(3).shuffle(old)
+    assert uniform == old[:24]
+
+
 def test_self_play_records_rewards_and_synthetic_turns(erc_dir, quick_run):
     ds = _dialogues(erc_dir)
     seeds = plan_seeds(ds, ["recognition", "understanding", "expression"], 24, seed=1)
