@@ -357,14 +357,6 @@ def stack(tmp_path_factory, rules_file, erc_dir, tiny_model_dir):
                                            flywheel={"rounds": 8, "earlyStop": {"patience": 0, "minDelta": 0.0}}))
         kube.create(runs_path(NS), run_doc("broken", work / "broken", resources=resources, maxRetries=3))
         kube.create(runs_path(NS), run_doc("fine", work / "fine", resources=resources, flywheel={"rounds": 1}))
-        run_file = write_quickstart(work, erc_dir, model=str(tiny_model_dir),
-                                    selfPlay={"promptsPerRound": 64, "groupSize": 4, "maxTurns": 1, "maxNewTokens": 8},
-                                    engine={"backend": "transformers", "batchSize": 16})
-        generator = subprocess.Popen(
-            [sys.executable, "-m", "selfemo.generator", "rollout", "--run-config", str(run_file), "--round", "1",
-             "--chunk-size", "1", "--metrics-port", str(gen_port)],
-            stdout=subprocess.DEVNULL, stderr=(work / "generator.log").open("w"), start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
         t0 = time.monotonic()
         for expr in ('selfemo_run_phase{run="fine", phase="Succeeded"} == 1',
                      'selfemo_run_phase{run="broken", phase="Failed"} == 1',
@@ -372,6 +364,18 @@ def stack(tmp_path_factory, rules_file, erc_dir, tiny_model_dir):
                      f' and on (namespace, run) selfemo_run_round{{run="stalled"}} == {STALL_ROUND}'):
             prom.wait_for(expr, timeout=120)
             log.info("%.1fs: %s", time.monotonic() - t0, expr)
+        # The generator starts only now, so that the operator's waits above
+        # cannot use up its run: it must still be running when the panels are
+        # queried (rate() needs fresh samples). 512 prompts of the tiny model
+        # take minutes; the fixture kills it on the way out.
+        run_file = write_quickstart(work, erc_dir, model=str(tiny_model_dir),
+                                    selfPlay={"promptsPerRound": 512, "groupSize": 4, "maxTurns": 1, "maxNewTokens": 8},
+                                    engine={"backend": "transformers", "batchSize": 16})
+        generator = subprocess.Popen(
+            [sys.executable, "-m", "selfemo.generator", "rollout", "--run-config", str(run_file), "--round", "1",
+             "--chunk-size", "1", "--metrics-port", str(gen_port)],
+            stdout=subprocess.DEVNULL, stderr=(work / "generator.log").open("w"), start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
         deadline = time.monotonic() + 300
         while not prom.query(f'selfemo_generator_tokens_total{{run="{GEN_RUN}"}} > 0'):
             assert generator.poll() is None, (work / "generator.log").read_text()[-3000:]
