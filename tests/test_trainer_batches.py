@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from selfemo.spec import DeepSpeedSpec, TrainingSpec
-from selfemo.trainer.batches import build_sequence, collate, grpo_examples, plan_steps, sft_examples
+from selfemo.trainer.batches import build_sequence, collate, grpo_examples, micro_batches, plan_steps, sft_examples
 from selfemo.trainer.deepspeed_config import deepspeed_config
 from selfemo.trainer.dist import train_device
 
@@ -57,6 +57,15 @@ def test_sft_examples_take_kept_candidates():
     ex = sft_examples(groups, tok, EOS, 64)
     assert [e.ids for e in ex] == [[97, 98, 5, EOS], [97, 98, 7, EOS]]
     assert [e.reward for e in ex] == [1.4, 1.2]
+
+
+def test_micro_batches_repeat_the_last_up_to_the_passes_every_rank_runs():
+    """ZeRO-3's log-prob passes: a rank with 3 examples in pairs runs 2 passes of its own and
+    repeats its last to match a rank with 4 passes; without `at_least` nothing is repeated."""
+    assert micro_batches([5, 1, 7], 2) == [[5, 1], [7]]
+    assert micro_batches([5, 1, 7], 2, at_least=4) == [[5, 1], [7], [7], [7]]
+    assert micro_batches([5, 1, 7, 2], 2, at_least=1) == [[5, 1], [7, 2]]
+    assert micro_batches([], 2, at_least=3) == []
 
 
 def test_plan_steps_is_deterministic_balanced_and_covers_everything():

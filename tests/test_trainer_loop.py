@@ -315,10 +315,10 @@ def test_no_learning_signal_writes_no_checkpoint(tmp_path, tiny_model_dir, token
     assert reason["round"] == 1 and "no learning signal: 3 of 3 groups skipped" in reason["message"]
 
 
-def launch_two_ranks(path: Path, *extra: str) -> dict:
+def launch_two_ranks(path: Path, *extra: str, round_: int = 1) -> dict:
     """`torchrun --nproc_per_node 2 -m selfemo.trainer …` on gloo; returns rank 0's summary."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "selfemo.trainer", "--run-config", str(path), "--round", "1", *extra]
+           "-m", "selfemo.trainer", "--run-config", str(path), "--round", str(round_), *extra]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -330,6 +330,30 @@ def launch_two_ranks(path: Path, *extra: str) -> dict:
             proc.wait()
     assert proc.returncode == 0, err[-4000:]
     return json.loads(out[out.index("{\n"):])
+
+
+def assert_loaded_partitioned(per_rank: list[dict], model_dir: Path) -> None:
+    """What each of the two ranks held of a model right after loading it, before any
+    `deepspeed.initialize` (`summary.json`'s `zero3_load`): every parameter is ZeRO-3's (`ds_id`),
+    its own tensor an empty placeholder, and the rank stores about half of the model's elements,
+    the two halves covering it.  A model loaded whole (and partitioned only by the engine) has no
+    ZeRO-3 parameter at that point and stores all of its elements on every rank."""
+    from transformers import AutoModelForCausalLM
+
+    numel = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    assert len(per_rank) == 2
+    for facts in per_rank:
+        assert facts["numel"] == numel, facts
+        assert facts["partitioned"] == facts["parameters"] > 0, facts
+        assert facts["placeholder_numel"] == 0, facts
+        assert facts["held_numel"] <= numel // 2 + facts["parameters"], facts  # ceil(n/2) per tensor
+    assert sum(f["held_numel"] for f in per_rank) >= numel
+
+
+def commit_checkpoint(run, src: Path, round_: int) -> None:
+    """Put a Hugging Face checkpoint into the run's store as π_round, as a trainer would."""
+    with open_run_store(run).commit(run_layout(run).checkpoint(round_)) as out:
+        out.upload_dir(src)
 
 
 def test_two_deepspeed_ranks_zero2_resume_agree_with_one_process(tmp_path, tiny_model_dir, tokenizer, one_process_sft):
@@ -366,6 +390,8 @@ def test_two_deepspeed_ranks_zero3_resume_and_save_the_full_trained_weights(tmp_
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 12
     assert summary["deepspeed"] == {"zero_stage": 3, "offload_optimizer": False, "offload_params": False,
                                     "optimizer": "AdamW"}
+    assert set(summary["zero3_load"]) == {"policy"}  # SFT: no reference model
+    assert_loaded_partitioned(summary["zero3_load"]["policy"], tiny_model_dir)
     out = checkpoint_dir(run, tmp_path)
     saved = hashlib.sha256()  # the trainer's rank_param_sha256, of the saved model
     for name, p in sorted(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).named_parameters()):
@@ -376,6 +402,37 @@ def test_two_deepspeed_ranks_zero3_resume_and_save_the_full_trained_weights(tmp_
     assert curve[-1] < 0.5 * curve[0]
     assert curve == pytest.approx(loss_curve(one_process_sft), rel=2e-2)
     assert_full_trained_weights(out, one_process_sft, tiny_model_dir, dtype=torch.float32)
+
+
+def test_two_zero3_ranks_grpo_with_kl_to_the_base_model_like_one_process(tmp_path, tiny_model_dir, tokenizer,
+                                                                        one_process_sft):
+    """Round 2 of SELF-GRPO with a KL term to π₀ under ZeRO-3: π₁ (the one-process SFT checkpoint)
+    and π₀ (the tiny base) are each loaded partitioned, and the old- and reference-log-prob passes
+    run on those partitions through DeepSpeed engines (π₀'s an optimizer-less one of its own).
+    The run is the one-process run: the KL at step 1, where the policy is still π₁ and the KL
+    measures only π₁ against the reference log-probs (wrong or π₁'s own ones show there), and the
+    KL, clip fraction and loss of every step."""
+    from selfemo.trainer.loop import train_round
+
+    grpo = dict(algorithm="self-grpo", epochs=1, kl=0.1, klReference="base", learningRate=1e-3, dtype="float32")
+    groups = make_groups(tokenizer)
+    one, _ = make_run(tmp_path / "one", tiny_model_dir, microBatchSize=4, **grpo)
+    commit_checkpoint(one, one_process_sft, 1)
+    write_selected(one, groups, round_=2)
+    train_round(one, 2)
+    run, path = make_run(tmp_path / "ds", tiny_model_dir, microBatchSize=2, deepspeed={"zeroStage": 3}, **grpo)
+    commit_checkpoint(run, one_process_sft, 1)
+    write_selected(run, groups, round_=2)
+    summary = launch_two_ranks(path, round_=2)
+    assert summary["deepspeed"]["zero_stage"] == 3 and summary["steps"] == 8  # 32 candidates, 4 per step
+    assert_loaded_partitioned(summary["zero3_load"]["policy"], one_process_sft)
+    assert_loaded_partitioned(summary["zero3_load"]["reference"], tiny_model_dir)
+    got = json.loads((checkpoint_dir(run, tmp_path / "ds", 2) / "training" / "metrics.json").read_text())["steps"]
+    want = json.loads((checkpoint_dir(one, tmp_path / "one", 2) / "training" / "metrics.json").read_text())["steps"]
+    assert got[0]["kl"] > 1e-3  # π₁ is not π₀
+    assert got[0]["kl"] == pytest.approx(want[0]["kl"], rel=1e-4)
+    for key in ("kl", "clip_fraction", "loss"):
+        assert [s[key] for s in got] == pytest.approx([s[key] for s in want], rel=2e-2, abs=1e-4), key
 
 
 @pytest.mark.parametrize("deepspeed", [{"zeroStage": 2, "offloadOptimizer": True},

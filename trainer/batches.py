@@ -176,6 +176,18 @@ class Batch:
                                             for f in dataclasses.fields(self) if getattr(self, f.name) is not None})
 
 
+def micro_batches(indices: Sequence[int], size: int, at_least: int = 0) -> list[list[int]]:
+    """`indices` cut into micro-batches of `size`, the last repeated until there are `at_least`.
+
+    Why the repeats: under ZeRO-3 every forward pass is collective (each
+    layer is all-gathered from the ranks' partitions), so a rank with fewer
+    micro-batches than another must run its last one again, and drop the
+    result, or the other rank waits forever in a gather.
+    """
+    chunks = [list(indices[k:k + size]) for k in range(0, len(indices), size)]
+    return chunks + [chunks[-1]] * (at_least - len(chunks)) if chunks else chunks
+
+
 def collate(examples: Sequence[Example], pad_id: int, device: torch.device | str = "cpu") -> Batch:
     """Right-pad a micro-batch to its longest sequence, on `device`.
 

@@ -92,6 +92,28 @@ def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device | str
     return t.tolist()
 
 
+def all_reduce_max(value: float, env: DistEnv, device: torch.device | str = "cpu") -> float:
+    """The largest of the ranks' `value`s; `value` in one process."""
+    if not env.distributed:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+def all_gather_objects(obj, env: DistEnv) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank; `[obj]` in one process."""
+    if not env.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered = [None] * env.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         import torch.distributed as dist

@@ -8,7 +8,9 @@ Order of work, and why:
    neither ends with an error and no checkpoint, never a silent copy;
 4. old log-probs from π_{r-1} (and reference log-probs when `kl > 0` and the
    reference is π₀ ≠ π_{r-1}) are computed once, without grad, before any
-   update — the generator's sampled log-probs are not trusted;
+   update — the generator's sampled log-probs are not trusted (under ZeRO-3
+   the model is partitioned from the load on, so these passes run through
+   DeepSpeed engines: after `deepspeed.initialize`, before the resume);
 5. the step plan is a pure function of (examples, seed, epoch, world size),
    so every rank, and a resumed run, walks the same micro-batches;
 6. train, logging every step; commit training state every `checkpointEvery`
@@ -31,13 +33,14 @@ from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.spec import SelfEmoRun
 from selfemo.telemetry import TrainerMetrics
 from selfemo.trainer import state as train_state
-from selfemo.trainer.batches import Batch, Example, collate, grpo_examples, hf_tokenize, plan_steps, sft_examples
+from selfemo.trainer.batches import (Batch, Example, collate, grpo_examples, hf_tokenize, micro_batches, plan_steps,
+                                     sft_examples)
 from selfemo.trainer.data import EXIT_BAD_INPUT, EXIT_NO_SIGNAL, TrainerError, load_groups
-from selfemo.trainer.dist import (DistEnv, all_reduce_sum, barrier, dist_env, init_distributed, rank_device, set_threads,
-                                  shutdown)
+from selfemo.trainer.dist import (DistEnv, all_gather_objects, all_reduce_max, all_reduce_sum, barrier, dist_env,
+                                  init_distributed, rank_device, set_threads, shutdown)
 from selfemo.trainer.grpo import self_grpo_loss, sft_loss
 from selfemo.trainer.model import (MasterWeights, add_lora, completion_logprobs, gathered_params, load_causal_lm,
-                                   resolve_dtype, save_hf, trainable)
+                                   partition_facts, resolve_dtype, save_hf, trainable)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,12 @@ class _Trainer:
         self._build_examples(groups)
         self._build_plan()
         self._load_model(path)
-        self._reference_logprobs()
-        self._build_optimizer()
+        if self._zero3:  # partitioned weights compute only through the engine's hooks: the engine first
+            self._build_optimizer()
+            self._reference_logprobs()
+        else:
+            self._reference_logprobs()
+            self._build_optimizer()
         start, history = self._resume()
         self.info.update(policy=path, dtype=self.dtype, compute_dtype=self.compute, device=str(self.batch_device),
                          threads=threads, world_size=self.env.world_size, resumed_from_step=start)
@@ -146,15 +153,26 @@ class _Trainer:
         run before `deepspeed.initialize` (that would move it to the same
         device, `cuda:LOCAL_RANK`, but only then).  The fp32 copy of the
         trainable weights for the masters stays on the CPU until the masters
-        (on the device) take it."""
+        (on the device) take it.
+
+        Under ZeRO-3 the model is loaded partitioned (`model.zero3_init`):
+        each rank holds its 1/world_size share from the start, never the
+        whole model, and `zero.Init` has already put the shares where they
+        live (this rank's device, or the CPU with `offloadParams`), so there
+        is nothing to move.  What each rank holds is recorded in
+        `summary.json` (`zero3_load.policy`), read before `deepspeed.initialize`."""
         spec = self.run_spec.spec
         plain = not self.env.distributed
-        self.model = load_causal_lm(path, "float32" if plain else self.compute, spec.model.trust_remote_code)
+        zero3 = self._ds_config() if self._zero3 else None
+        self.model = load_causal_lm(path, "float32" if plain else self.compute, spec.model.trust_remote_code, zero3)
+        if zero3 is not None:
+            self.info["zero3_load"] = {"policy": all_gather_objects(partition_facts(self.model), self.env)}
         if self.t.lora.enabled:
             torch.manual_seed(self.t.seed)
             self.model = add_lora(self.model, self.t.lora)
         self.fp32_init = {n: p.detach().clone() for n, p in trainable(self.model)} if plain and self.compute != "float32" else None
-        self.model.to(device=self.device, dtype=getattr(torch, self.compute))
+        if zero3 is None:
+            self.model.to(device=self.device, dtype=getattr(torch, self.compute))
         self.model.train()
 
     @property
@@ -169,13 +187,24 @@ class _Trainer:
         return sorted({i for ph, step in self.plan if ph == phase for mb in step[self.env.rank] for i in mb})
 
     def _fill_logprobs(self, model, examples: list[Example], indices: list[int], attr: str) -> None:
+        """Set `attr` of examples[indices] to their completion log-probs under `model`, without grad.
+
+        Under ZeRO-3 every rank runs as many passes as the rank with the most
+        (`batches.micro_batches`); ranks differ because each passes only the
+        distinct examples of its own micro-batches (the plan's wrap-around
+        repeats some).
+        """
         was_training = model.training
         model.eval()
         order = sorted(indices, key=lambda i: len(examples[i].ids))
+        own = -(-len(order) // self.t.micro_batch_size)
+        passes = int(all_reduce_max(own, self.env, self.batch_device)) if self._zero3 else own
         with torch.no_grad():
-            for k in range(0, len(order), self.t.micro_batch_size):
-                chunk = [examples[i] for i in order[k:k + self.t.micro_batch_size]]
+            for n, mb in enumerate(micro_batches(order, self.t.micro_batch_size, passes)):
+                chunk = [examples[i] for i in mb]
                 lp = completion_logprobs(model, self._collate(chunk)).tolist()
+                if n >= own:  # a repeat, only to take part in the other ranks' gathers
+                    continue
                 at = 0
                 for ex in chunk:
                     setattr(ex, attr, lp[at:at + ex.n_completion])
@@ -188,14 +217,13 @@ class _Trainer:
         if not mine:
             return
         t0 = time.perf_counter()
-        self._fill_logprobs(self.model, self.grpo, mine, "old_logp")
+        self._fill_logprobs(self.engine or self.model, self.grpo, mine, "old_logp")  # an engine exists here only under ZeRO-3
         if self.t.kl > 0:
             if self.t.kl_reference == "base" and self.round > 1:
-                from selfemo.models import resolve_model
-
-                ref = load_causal_lm(resolve_model(self.run_spec.spec.model.base), self.compute,
-                                     self.run_spec.spec.model.trust_remote_code).to(self.device)
+                ref = self._reference_model()
                 self._fill_logprobs(ref, self.grpo, mine, "ref_logp")
+                if hasattr(ref, "destroy"):  # π₀'s ZeRO-3 engine: remove its hooks before it goes
+                    ref.destroy()
                 del ref
                 if self.device.type == "cuda":  # give π₀'s memory back before training allocates
                     torch.cuda.empty_cache()
@@ -204,6 +232,39 @@ class _Trainer:
                     self.grpo[i].ref_logp = self.grpo[i].old_logp
         self.info["logprob_seconds"] = round(time.perf_counter() - t0, 3)
         log.info("old/reference log-probs of %d sequences in %.1f s", len(mine), self.info["logprob_seconds"])
+
+    def _reference_model(self):
+        """π₀ for the reference pass: whole on this rank's device, or under ZeRO-3 partitioned from the load.
+
+        Under ZeRO-3 π₀ is loaded like the policy (each rank holds its share;
+        `zero3_load.reference` in summary.json) and wrapped in a DeepSpeed
+        engine of its own with no optimizer (DeepSpeed's ZeRO-3 inference
+        mode), because a partitioned model computes only through the
+        parameter-fetching hooks `deepspeed.initialize` installs, and the
+        policy's engine runs only the policy.  The alternatives hold π₀ whole
+        on every rank, the thing avoided: `GatheredParameters` over the whole
+        model, or loading it unpartitioned.  It lives for this one pass;
+        frozen, so the engine keeps no gradients for it.
+        """
+        from selfemo.models import resolve_model
+
+        spec = self.run_spec.spec
+        path = resolve_model(spec.model.base)
+        if not self._zero3:
+            return load_causal_lm(path, self.compute, spec.model.trust_remote_code).to(self.device)
+        import deepspeed
+
+        config = self._ds_config()
+        ref = load_causal_lm(path, self.compute, spec.model.trust_remote_code, config)
+        self.info["zero3_load"]["reference"] = all_gather_objects(partition_facts(ref), self.env)
+        ref.requires_grad_(False)
+        engine, *_ = deepspeed.initialize(model=ref, config=config)
+        return engine
+
+    def _ds_config(self) -> dict:
+        from selfemo.trainer.deepspeed_config import deepspeed_config
+
+        return deepspeed_config(self.t, self.compute, self.env.world_size)
 
     def _lr_lambda(self):
         warm = int(self.t.warmup_ratio * len(self.plan))
@@ -220,7 +281,7 @@ class _Trainer:
             return
         import deepspeed
 
-        from selfemo.trainer.deepspeed_config import deepspeed_config, engine_facts
+        from selfemo.trainer.deepspeed_config import engine_facts
 
         params = [p for _, p in trainable(self.model)]
         opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -228,7 +289,7 @@ class _Trainer:
         self.engine, self.opt, _, self.sched = deepspeed.initialize(
             model=self.model, optimizer=opt, model_parameters=params,
             lr_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lam),
-            config=deepspeed_config(t, self.compute, self.env.world_size))
+            config=self._ds_config())
         self.info["deepspeed"] = engine_facts(self.engine)
 
     def _resume(self) -> tuple[int, list[dict]]:
@@ -334,7 +395,8 @@ class _Trainer:
 
     @property
     def _zero3(self) -> bool:
-        return self.engine is not None and self.t.deepspeed.zero_stage == 3
+        """DeepSpeed ZeRO-3: the weights are partitioned from the load on, before the engine exists."""
+        return self.env.distributed and self.t.deepspeed.zero_stage == 3
 
     def _param_hash(self) -> str:
         """sha256 of the full parameters (gathered under ZeRO-3: a rank's own tensors are empty there)."""
@@ -349,11 +411,7 @@ class _Trainer:
         hashes = [self._param_hash()]
         state_dict = None
         if self.engine is not None:
-            import torch.distributed as dist
-
-            gathered = [None] * self.env.world_size
-            dist.all_gather_object(gathered, hashes[0])
-            hashes = gathered
+            hashes = all_gather_objects(hashes[0], self.env)
             if self._zero3:  # the module's own tensors are empty shards: gather the full weights on rank 0
                 state_dict = self.engine._zero3_consolidated_16bit_state_dict()
         samples = sum(r["samples"] for r in history)

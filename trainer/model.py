@@ -39,12 +39,68 @@ def resolve_dtype(spec_dtype: str, model_path: str) -> str:
     return name if name in DTYPES else "float32"
 
 
-def load_causal_lm(path: str, dtype: str, trust_remote_code: bool = False):
+def load_causal_lm(path: str, dtype: str, trust_remote_code: bool = False, zero3_config: dict | None = None):
+    """The checkpoint at `path` in `dtype`; partitioned over the ranks as it loads when `zero3_config` is given.
+
+    `zero3_config` is the DeepSpeed config of a ZeRO-3 run (see `zero3_init`):
+    each rank then ends up holding only its partitions, never the whole model.
+    """
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    with zero3_init(zero3_config):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     model.config.use_cache = False
     return model
+
+
+@contextlib.contextmanager
+def zero3_init(ds_config: dict | None):
+    """While open, `from_pretrained` builds the model partitioned: no rank ever holds it whole.
+
+    Why transformers' own switch (a live `HfDeepSpeedConfig`) and not our
+    own `deepspeed.zero.Init` around `from_pretrained`: transformers then
+    does both halves itself, constructing the model under
+    `deepspeed.zero.Init` (each parameter is partitioned as its module is
+    built) and loading the checkpoint into the partitioned parameters (one
+    module at a time gathered, filled on rank 0 from the checkpoint, and
+    re-partitioned); wrapping `from_pretrained` by hand would do
+    only the first and fight its meta-device loading.
+
+    Why only for the duration of the load: `HfDeepSpeedConfig` is a
+    process-wide weak reference that other transformers code reads too
+    (embedding resizing, `generate`'s rank sync); nothing else the trainer
+    does needs it, and dropping it keeps later loads (and tests in the same
+    process) unaffected.  A no-op unless `ds_config` is a ZeRO-3 config.
+    """
+    if not ds_config or ds_config.get("zero_optimization", {}).get("stage") != 3:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    keep = HfDeepSpeedConfig(ds_config)  # noqa: F841  (transformers holds only a weak reference)
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+
+
+def partition_facts(module) -> dict:
+    """What this rank holds of `module`'s parameters, as numbers for summary.json.
+
+    `partitioned`: parameters ZeRO-3 owns (`ds_id`); `numel`: elements of
+    the whole model; `held_numel`: elements this rank really stores (its
+    own partitions, `ds_tensor`); `placeholder_numel`: elements in the
+    parameters' own `data`, which ZeRO-3 empties.  Read right after loading,
+    before `deepspeed.initialize` (which partitions a whole model too, so
+    only a reading before it shows how the model was loaded).
+    """
+    params = list(module.parameters())
+    ds = [p for p in params if hasattr(p, "ds_id")]
+    return {"parameters": len(params), "partitioned": len(ds),
+            "numel": sum(int(p.ds_numel) if hasattr(p, "ds_id") else p.numel() for p in params),
+            "held_numel": sum(p.ds_tensor.numel() if hasattr(p, "ds_id") else p.numel() for p in params),
+            "placeholder_numel": sum(p.numel() for p in ds)}
 
 
 def add_lora(model, lora):
@@ -88,7 +144,10 @@ def _zero3_begin_forward(model) -> None:
     never completes (no prefetching, and a module list that grows every
     step).  A no-op for anything but a ZeRO-3 engine.
     """
-    offload = getattr(getattr(model, "optimizer", None), "parameter_offload", None)
+    optimizer = getattr(model, "optimizer", None)
+    offload = getattr(optimizer, "parameter_offload", None)
+    if offload is None and hasattr(optimizer, "get_param_coordinator"):
+        offload = optimizer  # a ZeRO-3 engine without optimizer (π₀'s): its "optimizer" is the offload itself
     if offload is not None:
         offload.get_param_coordinator().reset_step()
 
