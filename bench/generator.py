@@ -3,9 +3,13 @@
     .venv/bin/python bench/generator.py [--prompts 256] [--group 8] [--hf-prompts 256]
 
 The same MELD-train recognition prompts (rendered with the model's chat
-template), G samples each, the built-in SmolLM2-135M-Instruct, float32, on
-this machine, in one process and one run (float32 by default: this CPU has
-no native bf16, where bf16 linears run ~6x slower than fp32):
+template), G samples each, the built-in SmolLM2-135M-Instruct, on this
+machine, in one process and one run. float32 by default: a CPU without native
+bf16 (no `avx512_bf16`/`amx_bf16` flag) emulates bf16 linears ~6x slower than
+fp32. On a CPU with AMX, `--dtype bfloat16` is vLLM's fast path; transformers'
+`generate` is then slower in bf16 than in fp32, so `--hf-dtype float32,bfloat16`
+measures (c) in each and prints (b)/(c) against both, the fair pair being
+each engine at its own best dtype:
 
   (a) raw `vllm.LLM.generate` on the rendered prompts (the peer);
   (b) our pipeline on the vLLM backend: prompt building, chat rendering,
@@ -73,7 +77,7 @@ def _pipeline(backend, items, vocab, params):
 def _row(name, n, tokens, prompt_tokens, seconds, shape, peak):
     """Print one engine's line; returns (prompts/s, model GFLOP/s)."""
     gflops = forward_flops(shape, prompt_tokens + tokens, tokens) / seconds / 1e9
-    print(f"{name:<40}{n:>8}{seconds:>10.1f}{n / seconds:>11.2f}{tokens / seconds:>11.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%")
+    print(f"{name:<44}{n:>8}{seconds:>10.1f}{n / seconds:>11.2f}{tokens / seconds:>11.1f}{gflops:>9.1f}{100 * gflops / peak:>7.0f}%")
     return n / seconds, gflops
 
 
@@ -87,14 +91,20 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--dtype", default="float32", choices=("bfloat16", "float32"),
                     help="float32 by default: CPUs without native bf16 (most laptops, this project's CI) emulate it slowly")
+    ap.add_argument("--hf-dtype", default=None,
+                    help="dtype(s) of (c), comma-separated (default: --dtype); one (c) row and ratio per dtype")
     ap.add_argument("--compile", action="store_true", help="let vLLM torch.compile the model (slow to start on CPU)")
     args = ap.parse_args()
+    hf_dtypes = (args.hf_dtype or args.dtype).split(",")
+    if not set(hf_dtypes) <= {"bfloat16", "float32"}:
+        ap.error(f"--hf-dtype: each of {hf_dtypes} must be bfloat16 or float32")
 
     import torch
 
     from selfemo.generator.backends.base import SamplingParams, render_prompt
     from selfemo.generator.backends.hf import TransformersBackend
     from selfemo.generator.backends.vllm_backend import VllmBackend
+    from selfemo.devices import cpu_has_fast_bf16
     from selfemo.models import resolve_model
 
     path = resolve_model(args.model)
@@ -103,10 +113,11 @@ def main() -> None:
     peak = matmul_peak(threads, getattr(torch, args.dtype))
     items, vocab = _prompts(args.prompts, context_turns=8)
     params = SamplingParams(n=args.group, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__} ({torch.get_num_threads()} threads),"
+          f" native bf16: {'yes' if cpu_has_fast_bf16() else 'no'}")
     print(f"model: {args.model} ({args.dtype}), prompts: {len(items)} MELD-train recognition, G={args.group}, max_tokens={args.max_tokens}")
     print(f"matmul peak: {peak:.1f} GFLOP/s ({args.dtype}, {threads} threads, 2048x2048)")
-    print(f"{'engine':<40}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}{'GFLOP/s':>9}{'peak':>8}")
+    print(f"{'engine':<44}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}{'GFLOP/s':>9}{'peak':>8}")
 
     backend = VllmBackend(path, dtype=args.dtype, max_model_len=2048, cpu_kv_cache_gib=4, seed=0,
                           enforce_eager=not args.compile)
@@ -133,17 +144,20 @@ def main() -> None:
     finally:
         backend.close()
 
-    hf = TransformersBackend(path, dtype=args.dtype, batch_size=args.hf_batch)
-    hf_items = items[: args.hf_prompts]
-    _pipeline(hf, hf_items[:2], vocab, params)  # warm-up
-    t0 = time.perf_counter()
-    tok_c, prompt_c = _pipeline(hf, hf_items, vocab, params)
-    tc = time.perf_counter() - t0
-    c, c_gflops = _row("(c) selfemo pipeline, transformers", len(hf_items), tok_c, prompt_c, tc, shape, peak)
-
     print(f"ratio (b)/(a) = {b / a:.2f}  (goal >= 0.85: {'met' if b / a >= 0.85 else 'NOT met'})")
-    print(f"ratio (b)/(c) = {b / c:.2f}  (goal >= 3: {'met' if b / c >= 3 else 'NOT met'})")
-    print(f"ceiling: an engine doing (c)'s model FLOPs at 100% of the matmul peak would be {peak / c_gflops:.2f}x (c)")
+    for dtype in hf_dtypes:
+        c_peak = peak if dtype == args.dtype else matmul_peak(threads, getattr(torch, dtype))
+        hf = TransformersBackend(path, dtype=dtype, batch_size=args.hf_batch)
+        hf_items = items[: args.hf_prompts]
+        _pipeline(hf, hf_items[:2], vocab, params)  # warm-up
+        t0 = time.perf_counter()
+        tok_c, prompt_c = _pipeline(hf, hf_items, vocab, params)
+        tc = time.perf_counter() - t0
+        c, c_gflops = _row(f"(c) selfemo pipeline, transformers {dtype}", len(hf_items), tok_c, prompt_c, tc, shape, c_peak)
+        del hf
+        print(f"ratio (b)/(c {dtype}) = {b / c:.2f}  (goal >= 3: {'met' if b / c >= 3 else 'NOT met'})")
+        print(f"ceiling: an engine doing (c {dtype})'s model FLOPs at 100% of the {dtype} matmul peak"
+              f" ({c_peak:.0f} GFLOP/s) would be {c_peak / c_gflops:.2f}x (c {dtype})")
     print(f"matmul peak after the run: {matmul_peak(threads, getattr(torch, args.dtype)):.1f} GFLOP/s")
 
 
