@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/trainer.py [--groups 64] [--group-size 8] [--skip-trl]
 
+The peer is not in the main environment; install it once with
+    .venv/bin/pip install -c requirements/cpu-constraints.txt -e ".[bench]"
+
 1. Groups: a real round-1 rollout of the built-in SmolLM2-135M-Instruct on
    MELD-train recognition prompts (our generator, transformers backend,
    temperature 1), cached in --store; the first --groups groups whose reward
@@ -182,6 +185,13 @@ def main() -> None:
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--model", default="", help="train this checkpoint instead (same tokenizer), e.g. the tiny test model")
     args = ap.parse_args()
+    if not args.skip_trl:
+        try:  # fail now, not after the rollout and our run
+            import datasets  # noqa: F401
+            import trl  # noqa: F401
+        except ImportError as e:
+            sys.exit(f"the peer is not installed ({e}); run: .venv/bin/pip install -c requirements/cpu-constraints.txt"
+                     ' -e ".[bench]"   (or pass --skip-trl)')
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
