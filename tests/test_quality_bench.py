@@ -23,3 +23,23 @@ def test_majority_baseline_predicts_the_train_prior_and_scores_it_like_the_evalu
     # F1 = 2·precision·recall/(p+r) with precision 2/4 and recall 1: 2/3.
     assert rep["accuracy"] == pytest.approx(50.0)
     assert rep["weighted_f1"] == pytest.approx(100 * 0.5 * (2 / 3))
+
+
+def test_results_page_table_is_the_one_generated_from_the_committed_metrics():
+    """docs/results.md's numbers are traceable: the table equals what the metrics files give."""
+    from results_table import PAGE, render_table, replace_table
+
+    page = PAGE.read_text()
+    assert replace_table(page, render_table()) == page, "run bench/quality/results_table.py"
+
+
+def test_a_results_row_carries_the_file_numbers_or_says_not_run():
+    from results_table import row, seed_spread
+
+    doc = {"datasets": {c: {"weighted_f1": 10.0 + i, "accuracy": 20.0 + i} for i, c in enumerate(("meld", "iemocap", "emorynlp"))},
+           "mean": {"weighted_f1": 11.0, "accuracy": 21.0}}
+    assert row("x", "x/metrics.json", doc) == (
+        "| x | 10.00 / 20.00 | 11.00 / 21.00 | 12.00 / 22.00 | **11.00** / 21.00 | [`x/metrics.json`](results/x/metrics.json) |")
+    assert "not run" in row("x", "x/metrics.json", None)
+    assert seed_spread([19.70, 22.31]) == "21.00 ± 1.30 (half the range of 2 seeds)"
+    assert seed_spread([5.0]) == "one seed"

@@ -1,0 +1,116 @@
+"""docs/results.md's table, generated from the metrics.json files committed under docs/results/.
+
+    .venv/bin/python bench/quality/results_table.py           # rewrite the table in docs/results.md
+    .venv/bin/python bench/quality/results_table.py --check   # exit 1 if the page differs from the files
+
+Why generated: the issue asks that every number be traceable to a run's
+metrics.json, and a hand-copied table drifts. Each row names the file its
+numbers come from (written by `selfemo report`, which copies every round's
+`eval/metrics.json` to `OUT/metrics/round-RRR.json`); a condition whose
+file is missing shows "not run". Rows whose run directory is gone (earlier
+machines) carry their numbers as text and say so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "docs" / "results"
+PAGE = REPO / "docs" / "results.md"
+CORPORA = ("meld", "iemocap", "emorynlp")
+
+# (label, metrics file under docs/results/)
+ROWS = [
+    ("reference: always the train split's most frequent label", "majority-class/metrics.json"),
+    ("reference: MiniLM-L6 embedding of the utterance + logistic regression", "embedding-lr/utterance/metrics.json"),
+    ("reference: the same with the previous turn's embedding", "embedding-lr/utterance+previous/metrics.json"),
+    ("1. zero-shot SmolLM2-135M-Instruct", "zero-shot/metrics/round-000.json"),
+    ("2. SFT on 240 gold recognition answers, seed 0", "sft-gold/metrics/round-001.json"),
+    ("2. the same, seed 1", "sft-gold-s1/metrics/round-001.json"),
+    ("2b. SFT on 240 gold answers, label-balanced prompts (`selfPlay.sampling: label-balanced`), seed 0",
+     "sft-gold-balanced/metrics/round-001.json"),
+    ("3. SELF-EMO, seed 0, round 1", "self-emo/metrics/round-001.json"),
+    ("3. SELF-EMO, seed 0, round 2 (final)", "self-emo/metrics/round-002.json"),
+    ("3. SELF-EMO, seed 1, round 1", "self-emo-s1/metrics/round-001.json"),
+    ("3. SELF-EMO, seed 1, round 2 (final)", "self-emo-s1/metrics/round-002.json"),
+    ("4. SELF-EMO with recognition only, seed 0, round 1", "recognition-only/metrics/round-001.json"),
+    ("4. SELF-EMO with recognition only, seed 0, round 2 (final)", "recognition-only/metrics/round-002.json"),
+    ("5. SELF-EMO without group consistency, seed 0, round 1", "no-consistency/metrics/round-001.json"),
+    ("5. SELF-EMO without group consistency, seed 0, round 2 (final)", "no-consistency/metrics/round-002.json"),
+    ("quickstart, `examples/quickstart.yaml` (40-utterance test slices), round 0", "quickstart/metrics/round-000.json"),
+    ("quickstart, round 1", "quickstart/metrics/round-001.json"),
+]
+SEEDS = [
+    ("2. SFT, mean of seeds", ["sft-gold/metrics/round-001.json", "sft-gold-s1/metrics/round-001.json"]),
+    ("3. SELF-EMO final round, mean of seeds", ["self-emo/metrics/round-002.json", "self-emo-s1/metrics/round-002.json"]),
+]
+TEXT_ROWS = [
+    "| 2. (earlier) SFT on 320 gold answers, 20 steps, seed 0, 2026-11-23 (unequal budget; its metrics.json "
+    "was on a machine since gone) | 33.78 / 45.67 | 17.84 / 26.80 | 6.25 / 11.28 | 19.29 | — |",
+    "| quickstart (earlier), `examples/quickstart.yaml` (40-utterance slices; round 0 → round 1), 2026-11-23 "
+    "| 20.30 → 23.02 | 3.58 → 6.13 | 15.13 → 8.63 | 13.00 → 12.59 | docs/benchmarks.md |",
+    "| for scale: SELF-EMO paper (Qwen3-8B) | 70.3 | 64.81 | 47.61 | 60.91 | arXiv 2604.18003 |",
+]
+HEADER = ["| condition | MELD | IEMOCAP | EmoryNLP | mean W-F1 / acc | metrics.json |", "|---|---:|---:|---:|---:|---|"]
+
+
+def _load(rel: str) -> dict | None:
+    path = RESULTS / rel
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def row(label: str, rel: str, doc: dict | None) -> str:
+    """One condition: W-F1 / accuracy per corpus and the mean, or "not run"."""
+    if doc is None:
+        return f"| {label} | not run | | | | |"
+    cells = [f"{doc['datasets'][c]['weighted_f1']:.2f} / {doc['datasets'][c]['accuracy']:.2f}" for c in CORPORA]
+    cells.append(f"**{doc['mean']['weighted_f1']:.2f}** / {doc['mean']['accuracy']:.2f}")
+    return f"| {label} | " + " | ".join(cells) + f" | [`{rel}`](results/{rel}) |"
+
+
+def seed_spread(values: list[float]) -> str:
+    """Mean ± half the range: with two seeds, the honest spread to quote."""
+    if len(values) < 2:
+        return "one seed"
+    half = (max(values) - min(values)) / 2
+    return f"{statistics.mean(values):.2f} ± {half:.2f} (half the range of {len(values)} seeds)"
+
+
+def render_table() -> str:
+    lines = list(HEADER)
+    lines += [row(label, rel, _load(rel)) for label, rel in ROWS]
+    for label, rels in SEEDS:
+        values = [d["mean"]["weighted_f1"] for d in map(_load, rels) if d is not None]
+        lines.append(f"| {label} | | | | {seed_spread(values)} | |")
+    lines += TEXT_ROWS
+    return "\n".join(lines)
+
+
+def replace_table(page: str, table: str) -> str:
+    """The page with its results table (from the header line to the next blank line) replaced."""
+    start = page.index(HEADER[0])
+    end = page.index("\n\n", start)
+    return page[:start] + table + page[end:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="exit 1 if docs/results.md's table differs from the files")
+    args = ap.parse_args()
+    page = PAGE.read_text()
+    new = replace_table(page, render_table())
+    if args.check:
+        if new != page:
+            sys.exit("docs/results.md's table differs from docs/results/*/metrics: run bench/quality/results_table.py")
+        print("docs/results.md's table matches the metrics files")
+        return
+    PAGE.write_text(new)
+    print(render_table())
+
+
+if __name__ == "__main__":
+    main()
