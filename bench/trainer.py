@@ -26,7 +26,8 @@ The peer is not in the main environment; install it once with
    Timed: `trainer.train()` wall clock.
 4. Peak: a torch matmul (2048², the threads the trainers use) in the dtype
    both trainers compute in (bf16 where the CPU has native bf16, else float32
-   for both, as `selfemo.devices.compute_dtype` decides), measured in the same run.  MFU = model FLOPs / time / peak, with model FLOPs of
+   for both, as `selfemo.devices.compute_dtype` decides; `--dtype` overrides
+   it for both), measured in the same run.  MFU = model FLOPs / time / peak, with model FLOPs of
    training = 6·N·T (N non-embedding parameters, T sequence tokens) +
    6·H·V·Tc (the LM head at the Tc completion tokens, the only logits the
    loss needs); ours also counts its no-grad old-log-prob pass (2·N·T + 2·H·V·Tc).
@@ -54,9 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 ERC = Path(os.environ.get("SELFEMO_ERC_DIR", REPO.parent / "shared" / "erc"))
 
 
-def run_doc(store: Path, name: str, n_prompts: int, g: int, base: str = "smollm2-135m-instruct", **training) -> dict:
+def run_doc(store: Path, name: str, n_prompts: int, g: int, base: str = "smollm2-135m-instruct",
+            dtype: str = "bfloat16", **training) -> dict:
     return {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": name},
-            "spec": {"model": {"base": base, "dtype": "bfloat16"},
+            "spec": {"model": {"base": base, "dtype": dtype},
                      "datasets": {"train": [{"name": "meld", "format": "meld", "uri": str(ERC / "meld")}],
                                   "eval": [{"name": "meld", "format": "meld", "uri": str(ERC / "meld")}]},
                      "selfPlay": {"tasks": ["recognition"], "groupSize": g, "maxTurns": 0, "contextTurns": 4,
@@ -91,13 +93,13 @@ def real_groups(store: Path, n_groups: int, g: int) -> list[dict]:
     return groups[:n_groups]
 
 
-def ours(store: Path, groups: list[dict], g: int, model_path: str) -> dict:
+def ours(store: Path, groups: list[dict], g: int, model_path: str, dtype: str) -> dict:
     from selfemo.generator.rollout import encode_jsonl_gz
     from selfemo.policy import open_run_store, run_layout
     from selfemo.trainer.loop import train_round
 
     name = f"bench-ours-{int(time.time())}"
-    run = load(run_doc(store, name, len(groups), g, base=model_path))
+    run = load(run_doc(store, name, len(groups), g, base=model_path, dtype=dtype))
     with open_run_store(run).commit(f"{run_layout(run).selected(1)}/shard-00000-of-00001") as out:
         out.put_bytes("groups.jsonl.gz", encode_jsonl_gz([{**x, "grpo": True} for x in groups]))
     s = train_round(run, 1)
@@ -183,6 +185,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--store", default=str(Path.home() / ".cache" / "selfemo" / "bench" / "trainer-store"))
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                    help="what both trainers compute in; auto: bf16 where the CPU has native bf16 (AMX, AVX512-BF16), else float32")
     ap.add_argument("--model", default="", help="train this checkpoint instead (same tokenizer), e.g. the tiny test model")
     args = ap.parse_args()
     if not args.skip_trl:
@@ -209,9 +213,10 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_path)
     from selfemo.devices import compute_dtype
 
-    compute = compute_dtype("bfloat16")  # float32 on a CPU without native bf16, for ours and TRL alike
+    # auto: float32 on a CPU without native bf16, for ours and TRL alike
+    compute = compute_dtype("bfloat16") if args.dtype == "auto" else args.dtype
     peak = matmul_peak(args.threads, getattr(torch, compute))
-    a = ours(store, groups, args.group_size, model_path)
+    a = ours(store, groups, args.group_size, model_path, compute)
     a["mfu"] = model_flops(model_path, groups, tok, True) / a["seconds"] / (peak * 1e9)
     result = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
               "groups": len(groups), "group_size": args.group_size, "sequences": len(groups) * args.group_size,
