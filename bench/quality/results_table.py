@@ -51,8 +51,6 @@ SEEDS = [
 TEXT_ROWS = [
     "| 2. (earlier) SFT on 320 gold answers, 20 steps, seed 0, 2026-11-23 (unequal budget; its metrics.json "
     "was on a machine since gone) | 33.78 / 45.67 | 17.84 / 26.80 | 6.25 / 11.28 | 19.29 | — |",
-    "| quickstart (earlier), `examples/quickstart.yaml` (40-utterance slices; round 0 → round 1), 2026-11-23 "
-    "| 20.30 → 23.02 | 3.58 → 6.13 | 15.13 → 8.63 | 13.00 → 12.59 | docs/benchmarks.md |",
     "| for scale: SELF-EMO paper (Qwen3-8B) | 70.3 | 64.81 | 47.61 | 60.91 | arXiv 2604.18003 |",
 ]
 HEADER = ["| condition | MELD | IEMOCAP | EmoryNLP | mean W-F1 / acc | metrics.json |", "|---|---:|---:|---:|---:|---|"]
