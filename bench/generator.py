@@ -6,10 +6,10 @@ The same MELD-train recognition prompts (rendered with the model's chat
 template), G samples each, the built-in SmolLM2-135M-Instruct, on this
 machine, in one process and one run. float32 by default: a CPU without native
 bf16 (no `avx512_bf16`/`amx_bf16` flag) emulates bf16 linears ~6x slower than
-fp32. On a CPU with AMX, `--dtype bfloat16` is vLLM's fast path; transformers'
-`generate` is then slower in bf16 than in fp32, so `--hf-dtype float32,bfloat16`
-measures (c) in each and prints (b)/(c) against both, the fair pair being
-each engine at its own best dtype:
+fp32. On a CPU with AMX, `--dtype bfloat16` is vLLM's fast path, and
+`--hf-dtype bfloat16,float32` measures (c) in each dtype and prints (b)/(c)
+against both: the ratio to quote is against (c)'s faster dtype (on the AMX
+machine of 2026-12-07 that was bf16, 1.7x its float32; docs/benchmarks.md):
 
   (a) raw `vllm.LLM.generate` on the rendered prompts (the peer);
   (b) our pipeline on the vLLM backend: prompt building, chat rendering,
@@ -93,6 +93,8 @@ def main() -> None:
                     help="float32 by default: CPUs without native bf16 (most laptops, this project's CI) emulate it slowly")
     ap.add_argument("--hf-dtype", default=None,
                     help="dtype(s) of (c), comma-separated (default: --dtype); one (c) row and ratio per dtype")
+    ap.add_argument("--b-first", action="store_true",
+                    help="time (b) before (a), to check that the order of the two on one engine favours neither")
     ap.add_argument("--compile", action="store_true", help="let vLLM torch.compile the model (slow to start on CPU)")
     args = ap.parse_args()
     hf_dtypes = (args.hf_dtype or args.dtype).split(",")
@@ -127,20 +129,28 @@ def main() -> None:
         texts = [render_prompt(backend.tokenizer, m) for m, _ in items]
         vparams = VParams(n=args.group, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0, logprobs=0)
         backend.llm.generate(texts[:8], vparams, use_tqdm=False)  # warm-up: compile, allocate
-        # no prefix-cache advantage for either side: different seeds' prompts are the same text,
-        # so reset between runs
-        backend.llm.reset_prefix_cache()
-        t0 = time.perf_counter()
-        outs = backend.llm.generate(texts, vparams, use_tqdm=False)
-        ta = time.perf_counter() - t0
-        tok_a = sum(len(c.token_ids) for o in outs for c in o.outputs)
-        prompt_a = sum(len(o.prompt_token_ids) for o in outs)
-        a, _ = _row("(a) raw vllm.LLM.generate", len(items), tok_a, prompt_a, ta, shape, peak)
-        backend.llm.reset_prefix_cache()
-        t0 = time.perf_counter()
-        tok_b, prompt_b = _pipeline(backend, items, vocab, params)
-        tb = time.perf_counter() - t0
-        b, _ = _row("(b) selfemo pipeline, vLLM backend", len(items), tok_b, prompt_b, tb, shape, peak)
+
+        # Each timed run starts from an empty prefix cache, so neither side reuses
+        # the other's prompts (both send the same texts).
+        def run_a():
+            backend.llm.reset_prefix_cache()
+            t0 = time.perf_counter()
+            outs = backend.llm.generate(texts, vparams, use_tqdm=False)
+            ta = time.perf_counter() - t0
+            tok_a = sum(len(c.token_ids) for o in outs for c in o.outputs)
+            return _row("(a) raw vllm.LLM.generate", len(items), tok_a, sum(len(o.prompt_token_ids) for o in outs), ta, shape, peak)[0]
+
+        def run_b():
+            backend.llm.reset_prefix_cache()
+            t0 = time.perf_counter()
+            tok_b, prompt_b = _pipeline(backend, items, vocab, params)
+            tb = time.perf_counter() - t0
+            return _row("(b) selfemo pipeline, vLLM backend", len(items), tok_b, prompt_b, tb, shape, peak)[0]
+
+        if args.b_first:
+            b, a = run_b(), run_a()
+        else:
+            a, b = run_a(), run_b()
     finally:
         backend.close()
 
