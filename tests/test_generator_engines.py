@@ -111,9 +111,16 @@ def test_vllm_cpu_backend_matches_transformers(hf, tiny_model_dir, tmp_path):
 # ---------------------------------------------------------------- shard kill and resume, through the CLI
 
 
+# 64 prompts → 32 seeds in shard 0/2 → 16 chunks of 2: enough chunks that a
+# fast machine cannot finish the shard between two polls of the kill loop
+# (with 4 chunks, a quiet AMX machine did, and the test found no process to kill).
+PROMPTS, CHUNK = 64, 2
+N_CHUNKS = PROMPTS // 2 // CHUNK
+
+
 def _write_run(tmp_path, erc_dir, model, backend):
     run = quickstart_run(tmp_path, erc_dir, model=str(model),
-                         selfPlay={"groupSize": 4, "maxTurns": 1, "promptsPerRound": 16, "maxNewTokens": 8},
+                         selfPlay={"groupSize": 4, "maxTurns": 1, "promptsPerRound": PROMPTS, "maxNewTokens": 8},
                          engine={"backend": backend, "cpuKvCacheGib": 1, "enforceEager": True, "maxModelLen": 2048, "batchSize": 16},
                          flywheel={"rounds": 1, "rewardThreshold": 0.3, "keepPerPrompt": 2})
     path = tmp_path / "run.yaml"
@@ -125,7 +132,7 @@ def _write_run(tmp_path, erc_dir, model, backend):
 
 def _rollout_cmd(path, *extra):
     return [sys.executable, "-m", "selfemo.generator", "rollout", "--run-config", str(path), "--round", "1",
-            "--shard", "0/2", "--chunk-size", "2", *extra]
+            "--shard", "0/2", "--chunk-size", str(CHUNK), *extra]
 
 
 @pytest.mark.parametrize("backend", ["transformers", "vllm"])
@@ -141,25 +148,26 @@ def test_shard_killed_mid_way_resumes_without_loss_or_duplicates(tmp_path, erc_d
     while not store.is_committed(keys.chunk(1)):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no chunk committed in time"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the pod dies: no cleanup runs
     proc.wait()
     assert not store.is_committed(keys.trajectories)
     before = {c: rollout.decode_jsonl_gz(store.open_committed(keys.chunk(c)).get_bytes(rollout.GROUPS))
-              for c in range(4) if store.is_committed(keys.chunk(c))}
-    assert 0 in before and len(before) < 4
+              for c in range(N_CHUNKS) if store.is_committed(keys.chunk(c))}
+    assert 0 in before and len(before) < N_CHUNKS
 
     done = subprocess.run(_rollout_cmd(path, "--metrics-port", "0"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr
     summary = json.loads(store.open_committed(keys.selected).get_bytes(rollout.SUMMARY))
-    assert summary["generation"]["chunks_generated_now"] == 4 - len(before)
+    assert summary["generation"]["chunks_generated_now"] == N_CHUNKS - len(before)
 
     groups = rollout.decode_jsonl_gz(store.open_committed(keys.trajectories).get_bytes(rollout.GROUPS))
     ids = [g["id"] for g in groups]
     assert len(ids) == len(set(ids)), "no group may be duplicated"
     dialogues, _ = rollout.load_training_corpora(run)
-    seeds = shard_of(plan_seeds(dialogues, list(run.spec.self_play.tasks), 16, derive_seed(0, "round", 1)), 0, 2)
+    seeds = shard_of(plan_seeds(dialogues, list(run.spec.self_play.tasks), PROMPTS, derive_seed(0, "round", 1)), 0, 2)
+    assert len(seeds) == PROMPTS // 2
     assert {g["id"].split("/k")[0] for g in groups} == {s.id for s in seeds}, "every seed of the shard is generated"
     kept_before = [r for c in sorted(before) for r in before[c]]
     assert groups[: len(kept_before)] == kept_before, "committed chunks are kept, not regenerated"
