@@ -155,10 +155,10 @@ def main() -> None:
         backend.close()
 
     print(f"ratio (b)/(a) = {b / a:.2f}  (goal >= 0.85: {'met' if b / a >= 0.85 else 'NOT met'})")
+    hf_items = items[: args.hf_prompts]
     for dtype in hf_dtypes:
         c_peak = peak if dtype == args.dtype else matmul_peak(threads, getattr(torch, dtype))
         hf = TransformersBackend(path, dtype=dtype, batch_size=args.hf_batch)
-        hf_items = items[: args.hf_prompts]
         _pipeline(hf, hf_items[:2], vocab, params)  # warm-up
         t0 = time.perf_counter()
         tok_c, prompt_c = _pipeline(hf, hf_items, vocab, params)
