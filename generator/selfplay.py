@@ -13,6 +13,10 @@ Seeds are real positions in training dialogues; three tasks grow from them:
   recognises it with a full group (new recognition data on a synthetic turn),
   and the dialogue goes on for up to ``maxTurns`` turns.
 
+The recogniser answers in free text, parsed into labels, or, with
+``selfPlay.answers: labels``, with label names drawn from its own distribution
+over the vocabulary (`label_answers`): the answers the constrained evaluation reads.
+
 Everything is batched across seeds per step and deterministic under a seed.
 """
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 
 from selfemo.data.model import Dialogue
 from selfemo.data.vocab import LabelVocab
-from selfemo.generator import prompts
-from selfemo.generator.backends.base import Backend, Group, SamplingParams
+from selfemo.generator import label_answers, prompts
+from selfemo.generator.backends.base import Backend, Group, Messages, SamplingParams
 from selfemo.generator.parsing import Parsed, parse_labels
 from selfemo.rewards import RewardWeights, score_groups
 from selfemo.spec import SelfEmoRunSpec
@@ -187,6 +191,7 @@ class SelfPlay:
         self.alpha = spec.rewards.smoothing
         self.sampling = SamplingParams(n=sp.group_size, temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_new_tokens)
         self.threshold = spec.flywheel.reward_threshold
+        self.label_answers = sp.answers == "labels"
 
     # ---------------------------------------------------------------- helpers
 
@@ -200,6 +205,26 @@ class SelfPlay:
         if not messages:
             return []
         return self.backend.generate(messages, SamplingParams(**{**params.__dict__, "seed": seed}))
+
+    def _answers(self, messages: Sequence[Messages], vocabs: Sequence[LabelVocab], seed: int) -> list[Group]:
+        """A group of G label answers per prompt: sampled free text, or with
+        `answers: labels` label names drawn from the model's label distribution."""
+        if self.label_answers:
+            return label_answers.label_groups(self.backend, messages, vocabs, n=self.sampling.n,
+                                              temperature=self.sampling.temperature, seed=seed)
+        return self._sample(messages, self.sampling, seed)
+
+    def _greedy_answers(self, messages: Sequence[Messages], vocabs: Sequence[LabelVocab], seed: int) -> list[Parsed]:
+        """One answer per prompt, the model's best: greedy free text, or with
+        `answers: labels` the most likely label name (the constrained evaluation's choice)."""
+        if not messages:
+            return []
+        if self.label_answers:
+            texts = label_answers.best_labels(self.backend, messages, vocabs)
+        else:
+            greedy = SamplingParams(n=1, temperature=0, max_tokens=self.sampling.max_tokens)
+            texts = [g.completions[0].text for g in self._sample(messages, greedy, seed)]
+        return [parse_labels(t, v) for t, v in zip(texts, vocabs)]
 
     # ---------------------------------------------------------------- tasks
 
@@ -216,7 +241,7 @@ class SelfPlay:
         for s in by_task["understanding"]:
             d = self._dialogue(s)
             direct.append((s, prompts.understanding(self._turns(s, s.turn), d.utterances[s.turn].speaker, self.vocabs[s.dataset], ctx), d.utterances[s.turn].labels))
-        groups = self._sample([m for _, m, _ in direct], self.sampling, derive_seed(seed, "direct"))
+        groups = self._answers([m for _, m, _ in direct], [self.vocabs[s.dataset] for s, _, _ in direct], derive_seed(seed, "direct"))
         for (s, messages, gold), group in zip(direct, groups):
             vocab = self.vocabs[s.dataset]
             parsed = [parse_labels(c.text, vocab) for c in group.completions]
@@ -243,8 +268,7 @@ class SelfPlay:
                 ask.append(i)
         if ask:
             msgs = [prompts.understanding(plays[i].turns, self._speaker(plays[i]), self.vocabs[plays[i].seed.dataset], ctx) for i in ask]
-            for i, g in zip(ask, self._sample(msgs, SamplingParams(n=1, temperature=0, max_tokens=self.sampling.max_tokens), derive_seed(seed, "intent"))):
-                parsed = parse_labels(g.completions[0].text, self.vocabs[plays[i].seed.dataset])
+            for i, parsed in zip(ask, self._greedy_answers(msgs, [self.vocabs[plays[i].seed.dataset] for i in ask], derive_seed(seed, "intent"))):
                 out[i] = parsed.labels if parsed.ok and parsed.labels else None
         return out
 
@@ -265,7 +289,6 @@ class SelfPlay:
         plays = [_Play(s, self._turns(s, s.turn)) for s in seeds]
         max_k = max(1, sp.max_turns)
         reply_params = SamplingParams(n=sp.group_size, temperature=sp.temperature, top_p=sp.top_p, max_tokens=max(sp.max_new_tokens, MAX_REPLY_TOKENS))
-        greedy = SamplingParams(n=1, temperature=0, max_tokens=sp.max_new_tokens)
         for k in range(max_k):
             active = [p for p in plays if not p.done]
             if not active:
@@ -285,10 +308,10 @@ class SelfPlay:
                 for c in group.completions:
                     recog_msgs.append(prompts.recognition(p.turns + [prompts.Turn(who, prompts.clean_reply(c.text, who))], self.vocabs[p.seed.dataset], ctx))
                     owners.append(i)
-            heard = self._sample(recog_msgs, greedy, derive_seed(seed, "hear", k))
+            heard = self._greedy_answers(recog_msgs, [self.vocabs[active[i].seed.dataset] for i in owners], derive_seed(seed, "hear", k))
             per_play: list[list[Parsed]] = [[] for _ in active]
-            for i, g in zip(owners, heard):
-                per_play[i].append(parse_labels(g.completions[0].text, self.vocabs[active[i].seed.dataset]))
+            for i, parsed in zip(owners, heard):
+                per_play[i].append(parsed)
             follow, follow_msgs = [], []
             for i, (p, who, e, group) in enumerate(zip(active, speakers, intents, replies)):
                 vocab = self.vocabs[p.seed.dataset]
@@ -306,7 +329,8 @@ class SelfPlay:
                 follow.append((p, e))
                 follow_msgs.append(prompts.recognition(p.turns, vocab, ctx))
             # the accepted synthetic turn, labelled E, becomes recognition data
-            for (p, e), msgs, group in zip(follow, follow_msgs, self._sample(follow_msgs, self.sampling, derive_seed(seed, "follow", k))):
+            follow_groups = self._answers(follow_msgs, [self.vocabs[p.seed.dataset] for p, _ in follow], derive_seed(seed, "follow", k))
+            for (p, e), msgs, group in zip(follow, follow_msgs, follow_groups):
                 vocab = self.vocabs[p.seed.dataset]
                 parsed = [parse_labels(c.text, vocab) for c in group.completions]
                 p.records.append(group_record(gid=f"{p.seed.id}/k{k + 1}/recognition", task="recognition", seed=p.seed, messages=msgs,

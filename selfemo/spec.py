@@ -167,6 +167,11 @@ class Sampling(str, Enum):
     label_balanced = "label-balanced"
 
 
+class Answers(str, Enum):
+    free = "free"
+    labels = "labels"
+
+
 class SelfPlaySpec(SpecModel):
     tasks: list[Task] = Field(
         default_factory=lambda: [Task.recognition, Task.understanding, Task.expression],
@@ -205,6 +210,16 @@ class SelfPlaySpec(SpecModel):
         "likely, so frequent labels such as `neutral` dominate) or `label-balanced` (round-robin over each dataset's "
         "gold labels of the target turn, rare labels first come first served; for SFT on gold answers this keeps the "
         "model from learning only the label prior).",
+    )
+
+    answers: Answers = Field(
+        Answers.free,
+        description="How the recogniser answers in self-play (recognition and understanding groups, and hearing its own "
+        "replies): `free` samples up to maxNewTokens of free text and parses it into labels; `labels` draws each of the G "
+        "candidates from the model's distribution over the dataset's label names (the log-likelihood of each name after "
+        "the prompt, as the constrained evaluation scores them, softened by `temperature`) and hears a reply as its most "
+        "likely label. With `labels` every candidate is a label, so the reward's spread is about which label rather than "
+        "the answer format; replies (expression) stay free text. One label per candidate.",
     )
 
     @model_validator(mode="after")

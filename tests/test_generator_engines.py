@@ -93,6 +93,27 @@ def test_prefix_reuse_scores_a_dialogue_exactly_and_feeds_only_new_tokens(tiny_m
     assert np.allclose(backwards, scores, atol=1e-4)
 
 
+def test_label_answers_on_transformers_are_label_tokens_drawn_from_its_label_scores(hf):
+    """`selfPlay.answers: labels` on a real engine: each candidate is a label name whose token ids are
+    the tokenizer's, and at a low temperature every draw is the label the engine scores highest."""
+    from selfemo.generator.label_answers import label_groups
+
+    msgs = _msgs(3)
+    scores = hf.score_choices(msgs, list(MELD.labels))
+    cold = label_groups(hf, msgs, [MELD] * 3, n=6, temperature=1e-3, seed=11)
+    for g, m, row in zip(cold, msgs, scores):
+        assert g.prompt == render_prompt(hf.tokenizer, m)
+        assert {c.text for c in g.completions} == {MELD.labels[int(np.argmax(row))]}
+    warm = label_groups(hf, msgs, [MELD] * 3, n=64, temperature=1.0, seed=11)
+    for g in warm:
+        for c in g.completions:
+            assert c.text in MELD.labels
+            assert list(c.token_ids) == hf.tokenizer(c.text, add_special_tokens=False)["input_ids"]
+    assert len({c.text for g in warm for c in g.completions}) > 1, "temperature 1 explores more than one label"
+    assert [[c.text for c in g.completions] for g in warm] == [[c.text for c in g.completions]
+                                                                for g in label_groups(hf, msgs, [MELD] * 3, n=64, temperature=1.0, seed=11)]
+
+
 def test_vllm_cpu_backend_matches_transformers(hf, tiny_model_dir, tmp_path):
     result = tmp_path / "vllm.json"
     out = subprocess.run([sys.executable, str(REPO / "tests" / "engines" / "vllm_check.py"), str(tiny_model_dir), str(result)],

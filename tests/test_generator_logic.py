@@ -239,6 +239,51 @@ def test_self_play_records_rewards_and_synthetic_turns(erc_dir, quick_run):
     assert max(r["selfplay_turn"] for r in recs) <= quick_run.spec.self_play.max_turns
 
 
+class CharTokenizer:
+    """One token per character: enough to render and tokenise in a logic test."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+
+def test_label_answers_sample_from_the_label_scores_and_hear_the_best_label(erc_dir, quick_run):
+    """`selfPlay.answers: labels`: recognition and understanding candidates are label names drawn from the
+    backend's label scores (none from free text), replies are heard as their most likely label."""
+    from collections import Counter
+
+    from selfemo.generator.label_answers import label_distribution, sample_label_indices
+
+    ds = _dialogues(erc_dir)
+    seeds = plan_seeds(ds, ["recognition", "understanding", "expression"], 24, seed=1)
+    spec = quick_run.spec.model_copy(update={"self_play": quick_run.spec.self_play.model_copy(update={"answers": "labels"})})
+    backend = ScriptedBackend()
+    backend.tokenizer = CharTokenizer()
+    recs = SelfPlay(backend, spec, index_dialogues(ds), {"meld": MELD}).run(seeds, seed=3)
+    answered = [r for r in recs if r["task"] in ("recognition", "understanding")]
+    assert answered and all(c["parsed"] and c["text"] in MELD.labels and c["labels"] == [c["text"]] for r in answered for c in r["candidates"])
+    assert all(c["token_ids"] == [ord(ch) for ch in c["text"]] and c["logprobs"] == [] for r in answered for c in r["candidates"])
+    assert all(r["prompt"].endswith("<assistant>") for r in answered)
+    # only the replies are free text: every generate call is an expression call
+    assert backend.calls and all(params.max_tokens >= 48 for _, params in backend.calls)
+    # the scripted scores rise with the label index, so sampling favours the last labels ...
+    counts = Counter(c["text"] for r in answered for c in r["candidates"])
+    assert counts[MELD.labels[-1]] > counts[MELD.labels[0]]
+    # ... and hearing takes the best one: every expression candidate was heard as the last label
+    expr = [r for r in recs if r["task"] == "expression"]
+    assert expr and all(c["labels"] == [MELD.labels[-1]] for r in expr for c in r["candidates"])
+    # the sampler itself: the empirical frequencies follow the softmax, and a seed fixes the draw
+    scores = np.log(np.array([[1.0, 2.0, 7.0]]))
+    draws = sample_label_indices(scores, 20000, 1.0, seed=5)[0]
+    assert np.bincount(draws, minlength=3) / 20000 == pytest.approx([0.1, 0.2, 0.7], abs=0.02)
+    assert (draws == sample_label_indices(scores, 20000, 1.0, seed=5)[0]).all()
+    assert label_distribution(scores, 0.01)[0].argmax() == 2 and label_distribution(scores, 0.01)[0, 2] > 0.999
+    with pytest.raises(ValueError, match="temperature"):
+        label_distribution(scores, 0.0)
+
+
 def test_rollout_resumes_without_loss_or_duplicates(quick_run):
     from selfemo.generator import rollout
 

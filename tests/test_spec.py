@@ -235,7 +235,13 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
         t = runs[name].spec.training
         same = ("learning_rate", "micro_batch_size", "gradient_accumulation", "warmup_ratio", "max_seq_len")
         assert [getattr(t, f) for f in same] == [getattr(emo.training, f) for f in same], name
-    for name in ("sft-gold", "self-emo"):  # the second seeds differ in their seeds and name only
+    labels = runs["self-emo-labels"].model_dump()  # self-emo with label answers, and nothing else changed
+    assert labels["spec"]["self_play"].pop("answers") == "labels" != runs["self-emo"].spec.self_play.answers
+    labels["metadata"]["name"] = "self-emo"
+    plain = runs["self-emo"].model_dump()
+    plain["spec"]["self_play"].pop("answers")
+    assert labels == plain
+    for name in ("sft-gold", "self-emo", "self-emo-labels"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):

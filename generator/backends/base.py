@@ -83,6 +83,7 @@ class Backend(Protocol):
 
     name: str
     throughput: Throughput
+    tokenizer: object  # the policy's Hugging Face tokenizer: renders prompts, tokenises label answers
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[Group]:
         """One group of ``params.n`` completions per prompt, in prompt order."""
