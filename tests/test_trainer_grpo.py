@@ -62,6 +62,22 @@ def test_kl_estimator_hand_computed():
     assert (kl_estimator(torch.randn(100), torch.randn(100)) >= 0).all()
 
 
+
+def test_kl_estimator_is_capped_where_the_policy_left_the_reference_far_behind():
+    """A token at logp − ref = −15 would give exp(15) ≈ 3e6 (and a gradient to match);
+    capped, it gives 10 and no gradient, while an ordinary token keeps its exact k3 and gradient."""
+    from selfemo.trainer.grpo import KL_TOKEN_CAP
+
+    logp = torch.tensor([-17.0, -1.2], requires_grad=True)
+    ref = torch.tensor([-2.0, -1.0])
+    kl = kl_estimator(logp, ref)
+    assert kl[0].item() == KL_TOKEN_CAP
+    d = 0.2
+    assert kl[1].item() == pytest.approx(math.exp(d) - d - 1.0, abs=1e-6)
+    kl.sum().backward()
+    assert logp.grad[0].item() == 0.0 and logp.grad[1].item() == pytest.approx(1.0 - math.exp(d), abs=1e-6)
+    assert torch.isfinite(kl_estimator(torch.tensor([-1e4]), torch.tensor([0.0]))).all()
+
 def test_total_loss_token_mean_and_normaliser():
     logp = torch.log(torch.tensor([0.5, 0.5, 0.5]))
     old = logp.clone()

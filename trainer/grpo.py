@@ -76,13 +76,26 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     return loss * m, frac.detach()
 
 
-def kl_estimator(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 estimate of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1, [N] → [N].
+# Cap of the per-token k3 value (and of the log-ratio inside it), as verl's
+# `low_var_kl` does. Without it one token the policy has pushed far below the
+# reference (logp − ref ≈ −15 after a few steps of negative advantages on a
+# short label answer) makes exp(ref − logp) ~ 1e6: on 2026-12-07 a SELF-GRPO
+# step logged kl 2.6e6 and grad-norm 3e7, so that the clipped gradient was that
+# one token's. Capped, such a token stops adding KL gradient instead of
+# drowning every other token's.
+KL_TOKEN_CAP = 10.0
+KL_LOG_RATIO_CAP = 20.0
 
-    Non-negative, unbiased for samples drawn from π, low variance (Schulman's k3).
+
+def kl_estimator(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1, [N] → [N],
+    capped at `KL_TOKEN_CAP` (log-ratio clamped to ±`KL_LOG_RATIO_CAP` first, so it stays finite).
+
+    Non-negative, unbiased for samples drawn from π, low variance (Schulman's k3);
+    below the cap (k3 ≤ 10, i.e. ref − logp ≲ 2.5) it is exactly k3.
     """
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1.0
+    d = (ref_logp - logp).clamp(-KL_LOG_RATIO_CAP, KL_LOG_RATIO_CAP)
+    return (torch.exp(d) - d - 1.0).clamp(max=KL_TOKEN_CAP)
 
 
 @dataclass
