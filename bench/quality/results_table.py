@@ -42,7 +42,8 @@ ROWS = [
     ("5. SELF-EMO without group consistency, seed 0, round 1", "no-consistency/metrics/round-001.json"),
     ("5. SELF-EMO without group consistency, seed 0, round 2 (final)", "no-consistency/metrics/round-002.json"),
     ("quickstart, `examples/quickstart.yaml` (40-utterance test slices), round 0", "quickstart/metrics/round-000.json"),
-    ("quickstart, round 1", "quickstart/metrics/round-001.json"),
+    ("quickstart, round 1 (label answers, `selfPlay.answers: labels`, the file since 2026-12-07)", "quickstart/metrics/round-001.json"),
+    ("quickstart, round 1 with free-text answers (the file before 2026-12-07)", "quickstart-free/metrics/round-001.json"),
 ]
 SEEDS = [
     ("2. SFT, mean of seeds", ["sft-gold/metrics/round-001.json", "sft-gold-s1/metrics/round-001.json"]),
