@@ -141,7 +141,7 @@ N_CHUNKS = PROMPTS // 2 // CHUNK
 
 def _write_run(tmp_path, erc_dir, model, backend):
     run = quickstart_run(tmp_path, erc_dir, model=str(model),
-                         selfPlay={"groupSize": 4, "maxTurns": 1, "promptsPerRound": PROMPTS, "maxNewTokens": 8},
+                         selfPlay={"groupSize": 4, "maxTurns": 1, "promptsPerRound": PROMPTS, "maxNewTokens": 8, "answers": "labels"},
                          engine={"backend": backend, "cpuKvCacheGib": 1, "enforceEager": True, "maxModelLen": 2048, "batchSize": 16},
                          flywheel={"rounds": 1, "rewardThreshold": 0.3, "keepPerPrompt": 2})
     path = tmp_path / "run.yaml"
@@ -195,6 +195,9 @@ def test_shard_killed_mid_way_resumes_without_loss_or_duplicates(tmp_path, erc_d
     selected = rollout.decode_jsonl_gz(store.open_committed(keys.selected).get_bytes(rollout.GROUPS))
     assert summary["groups"] == len(groups) and len(selected) <= len(groups)
     assert all(g["grpo"] or g["kept"] for g in selected)
+    # label answers on this engine: every recognition/understanding candidate is a label name and its tokens
+    answered = [c for g in groups if g["task"] != "expression" for c in g["candidates"]]
+    assert answered and all(c["parsed"] and c["labels"] == [c["text"]] and c["token_ids"] for c in answered)
 
 
 # ---------------------------------------------------------------- evaluation

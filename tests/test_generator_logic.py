@@ -128,11 +128,22 @@ def test_select_drops_no_signal_groups_and_duplicates_and_counts():
 # ---------------------------------------------------------------- self-play with a scripted engine
 
 
+class CharTokenizer:
+    """One token per character: enough to render and tokenise in a logic test."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+
 class ScriptedBackend:
     """Answers recognition prompts with a fixed rotation of labels and writes
     replies that name the intended emotion; records every call."""
 
     name = "scripted"
+    tokenizer = CharTokenizer()
 
     def __init__(self, answers=("joy", "joy", "anger", "nonsense")):
         self.answers = answers
@@ -171,7 +182,8 @@ def _dialogues(erc_dir, n=6):
 def quick_run(tmp_path, erc_dir):
     from support.runs import quickstart_run
 
-    return quickstart_run(tmp_path, erc_dir)
+    # free-text answers (the quickstart file says `labels`): these tests drive the parser and rewards
+    return quickstart_run(tmp_path, erc_dir, selfPlay={"answers": "free"})
 
 
 def test_plan_seeds_is_deterministic_and_shards_partition(erc_dir):
@@ -239,16 +251,6 @@ def test_self_play_records_rewards_and_synthetic_turns(erc_dir, quick_run):
     assert max(r["selfplay_turn"] for r in recs) <= quick_run.spec.self_play.max_turns
 
 
-class CharTokenizer:
-    """One token per character: enough to render and tokenise in a logic test."""
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(ch) for ch in text]}
-
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
-
-
 def test_label_answers_sample_from_the_label_scores_and_hear_the_best_label(erc_dir, quick_run):
     """`selfPlay.answers: labels`: recognition and understanding candidates are label names drawn from the
     backend's label scores (none from free text), replies are heard as their most likely label."""
@@ -260,7 +262,6 @@ def test_label_answers_sample_from_the_label_scores_and_hear_the_best_label(erc_
     seeds = plan_seeds(ds, ["recognition", "understanding", "expression"], 24, seed=1)
     spec = quick_run.spec.model_copy(update={"self_play": quick_run.spec.self_play.model_copy(update={"answers": "labels"})})
     backend = ScriptedBackend()
-    backend.tokenizer = CharTokenizer()
     recs = SelfPlay(backend, spec, index_dialogues(ds), {"meld": MELD}).run(seeds, seed=3)
     answered = [r for r in recs if r["task"] in ("recognition", "understanding")]
     assert answered and all(c["parsed"] and c["text"] in MELD.labels and c["labels"] == [c["text"]] for r in answered for c in r["candidates"])
