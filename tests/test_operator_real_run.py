@@ -84,8 +84,10 @@ def s3_run_doc(tmp_path: Path, erc_dir: Path, model: Path, s3) -> dict:
                   datasets={"train": [{"name": "meld", "format": "meld", "uri": str(erc_dir / "meld"), "maxDialogues": 12}],
                             "eval": [{"name": "meld", "format": "meld", "uri": str(erc_dir / "meld"), "maxUtterances": 16}]},
                   # 36 seeds a shard: two chunks of the generator's 32, so a shard can die between them
+                  # free-text answers: the random-weight model's answers rarely parse, so no group has a reward
+                  # spread and the round trains on exactly its 36 kept samples (label answers would add GRPO groups)
                   selfPlay={"tasks": ["recognition", "understanding"], "groupSize": 2, "maxTurns": 0,
-                            "maxNewTokens": 4, "promptsPerRound": 72},
+                            "maxNewTokens": 4, "promptsPerRound": 72, "answers": "free"},
                   flywheel={"rounds": 2, "rewardThreshold": 0.0, "keepPerPrompt": 1},
                   # 36 kept samples a round in 3 steps: a training state after step 2 to die after and resume from
                   training={"microBatchSize": 24, "checkpointEvery": 2, "maxSeqLen": 256},
