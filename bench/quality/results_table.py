@@ -37,6 +37,10 @@ ROWS = [
     ("3. SELF-EMO, seed 0, round 2 (final)", "self-emo/metrics/round-002.json"),
     ("3. SELF-EMO, seed 1, round 1", "self-emo-s1/metrics/round-001.json"),
     ("3. SELF-EMO, seed 1, round 2 (final)", "self-emo-s1/metrics/round-002.json"),
+    ("3L. SELF-EMO with label answers (`selfPlay.answers: labels`), seed 0, round 1", "self-emo-labels/metrics/round-001.json"),
+    ("3L. SELF-EMO with label answers, seed 0, round 2 (final)", "self-emo-labels/metrics/round-002.json"),
+    ("3L. SELF-EMO with label answers, seed 1, round 1", "self-emo-labels-s1/metrics/round-001.json"),
+    ("3L. SELF-EMO with label answers, seed 1, round 2 (final)", "self-emo-labels-s1/metrics/round-002.json"),
     ("4. SELF-EMO with recognition only, seed 0, round 1", "recognition-only/metrics/round-001.json"),
     ("4. SELF-EMO with recognition only, seed 0, round 2 (final)", "recognition-only/metrics/round-002.json"),
     ("5. SELF-EMO without group consistency, seed 0, round 1", "no-consistency/metrics/round-001.json"),
@@ -48,6 +52,8 @@ ROWS = [
 SEEDS = [
     ("2. SFT, mean of seeds", ["sft-gold/metrics/round-001.json", "sft-gold-s1/metrics/round-001.json"]),
     ("3. SELF-EMO final round, mean of seeds", ["self-emo/metrics/round-002.json", "self-emo-s1/metrics/round-002.json"]),
+    ("3L. SELF-EMO with label answers, final round, mean of seeds",
+     ["self-emo-labels/metrics/round-002.json", "self-emo-labels-s1/metrics/round-002.json"]),
 ]
 TEXT_ROWS = [
     "| 2. (earlier) SFT on 320 gold answers, 20 steps, seed 0, 2026-11-23 (unequal budget; its metrics.json "
