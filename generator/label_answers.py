@@ -48,11 +48,6 @@ def sample_label_indices(scores: np.ndarray, n: int, temperature: float, seed: i
     return np.stack([rng.choice(probs.shape[1], size=n, p=row) for row in probs]) if len(probs) else np.zeros((0, n), dtype=int)
 
 
-def best_label_indices(scores: np.ndarray) -> np.ndarray:
-    """The most likely label per row: what the constrained evaluation predicts."""
-    return np.asarray(scores).argmax(axis=1)
-
-
 def score_by_vocab(backend: Backend, messages: Sequence[Messages], vocabs: Sequence[LabelVocab]) -> list[np.ndarray]:
     """Each prompt's label log-likelihoods under its own dataset's vocabulary.
 
@@ -75,19 +70,22 @@ def label_groups(backend: Backend, messages: Sequence[Messages], vocabs: Sequenc
     if not messages:
         return []
     tokenizer = backend.tokenizer
+
+    def tokenize(text: str) -> tuple[int, ...]:
+        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # every candidate of a dataset is one of its few label names: tokenise each name once
+    answers = {v.name: [Completion(text=label, token_ids=tokenize(label), logprobs=()) for label in v.labels] for v in vocabs}
     scores = score_by_vocab(backend, messages, vocabs)
     groups = []
     for i, (m, vocab, row) in enumerate(zip(messages, vocabs, scores)):
         picks = sample_label_indices(row[None], n, temperature, seed + i)[0]
         prompt = render_prompt(tokenizer, m)
-        completions = tuple(
-            Completion(text=vocab.labels[k], token_ids=tuple(tokenizer(vocab.labels[k], add_special_tokens=False)["input_ids"]), logprobs=())
-            for k in picks
-        )
-        groups.append(Group(prompt=prompt, prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), completions=completions))
+        groups.append(Group(prompt=prompt, prompt_tokens=len(tokenize(prompt)), completions=tuple(answers[vocab.name][k] for k in picks)))
     return groups
 
 
 def best_labels(backend: Backend, messages: Sequence[Messages], vocabs: Sequence[LabelVocab]) -> list[str]:
-    """The most likely label name of each prompt (the recogniser hearing a reply)."""
-    return [vocab.labels[int(best_label_indices(row[None])[0])] for vocab, row in zip(vocabs, score_by_vocab(backend, messages, vocabs))]
+    """The most likely label name of each prompt (the recogniser hearing a reply), chosen
+    as the constrained evaluation chooses (`evaluate.predict`: argmax of the label scores)."""
+    return [vocab.labels[int(np.argmax(row))] for vocab, row in zip(vocabs, score_by_vocab(backend, messages, vocabs))]
