@@ -235,12 +235,12 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
         t = runs[name].spec.training
         same = ("learning_rate", "micro_batch_size", "gradient_accumulation", "warmup_ratio", "max_seq_len")
         assert [getattr(t, f) for f in same] == [getattr(emo.training, f) for f in same], name
-    labels = runs["self-emo-labels"].model_dump()  # self-emo with label answers, and nothing else changed
-    assert labels["spec"]["self_play"].pop("answers") == "labels" != runs["self-emo"].spec.self_play.answers
-    labels["metadata"]["name"] = "self-emo"
-    plain = runs["self-emo"].model_dump()
-    plain["spec"]["self_play"].pop("answers")
-    assert labels == plain
+    # the label-answer files: their free-text twin with selfPlay.answers: labels and nothing else changed
+    for name in ("self-emo", "recognition-only", "no-consistency"):
+        assert _without(runs[f"{name}-labels"], answers="labels") == _without(runs[name], answers="free"), name
+    # the label-balanced try: condition 3L with label-balanced prompts and nothing else changed
+    assert (_without(runs["self-emo-labels-balanced"], sampling="label-balanced")
+            == _without(runs["self-emo-labels"], sampling="uniform"))
     for name in ("sft-gold", "self-emo", "self-emo-labels"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
@@ -248,3 +248,13 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
             doc["metadata"]["name"] = name
             assert doc["spec"]["self_play"].pop("seed") == doc["spec"]["training"].pop("seed") == seed
         assert second == first, name
+
+
+def _without(run, **self_play) -> dict:
+    """The run as a dict without its name and the given selfPlay fields, after
+    checking that those fields hold the given values."""
+    doc = run.model_dump()
+    doc["metadata"].pop("name")
+    for field, value in self_play.items():
+        assert doc["spec"]["self_play"].pop(field) == value, (run.metadata.name, field)
+    return doc
