@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from selfemo.data.model import Dialogue
 from selfemo.data.vocab import LabelVocab
-from selfemo.generator.backends.base import Completion, Group, render_prompt
+from selfemo.generator.backends.base import Completion, Group, answer_token_ids, render_prompt
 from selfemo.generator.parsing import parse_labels
 from selfemo.generator.selfplay import Seed, group_record, recognition_messages
 from selfemo.rewards import RewardWeights
@@ -63,9 +63,9 @@ class GoldPlay:
 
     def __init__(self, tokenizer, spec: SelfEmoRunSpec, dialogues: Mapping[tuple[str, str], Dialogue],
                  vocabs: Mapping[str, LabelVocab]):
+        self.tokenizer = tokenizer
         self.tokenize: Callable[[str], list[int]] = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
         self.render = lambda messages: render_prompt(tokenizer, messages)
-        self.eos = tokenizer.eos_token_id
         self.spec, self.dialogues, self.vocabs = spec, dialogues, vocabs
         self.weights = RewardWeights(**spec.rewards.weights.model_dump())
 
@@ -81,8 +81,7 @@ class GoldPlay:
         messages = recognition_messages(dialogue, s.turn, vocab, self.spec.self_play.context_turns)
         prompt = self.render(messages)
         text = gold_answer(gold, vocab)
-        ids = tuple(self.tokenize(text)) + ((self.eos,) if self.eos is not None else ())  # stops, as a sampled answer does
-        group = Group(prompt, len(self.tokenize(prompt)), (Completion(text, ids, ()),))
+        group = Group(prompt, len(self.tokenize(prompt)), (Completion(text, answer_token_ids(self.tokenizer, text), ()),))
         record = group_record(gid=s.id, task=s.task, seed=s, messages=messages, group=group, reference=gold,
                               reference_kind="gold", parsed=[parse_labels(text, vocab)], vocab=vocab,
                               weights=self.weights, alpha=self.spec.rewards.smoothing)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from selfemo.data.vocab import LabelVocab
-from selfemo.generator.backends.base import Backend, Completion, Group, Messages, render_prompt
+from selfemo.generator.backends.base import Backend, Completion, Group, Messages, answer_token_ids, render_prompt
 
 
 def label_distribution(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -70,18 +70,15 @@ def label_groups(backend: Backend, messages: Sequence[Messages], vocabs: Sequenc
     if not messages:
         return []
     tokenizer = backend.tokenizer
-
-    def tokenize(text: str) -> tuple[int, ...]:
-        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # every candidate of a dataset is one of its few label names: tokenise each name once
-    answers = {v.name: [Completion(text=label, token_ids=tokenize(label), logprobs=()) for label in v.labels] for v in vocabs}
+    answers = {v.name: [Completion(text=label, token_ids=answer_token_ids(tokenizer, label), logprobs=()) for label in v.labels]
+               for v in vocabs}
     scores = score_by_vocab(backend, messages, vocabs)
     groups = []
     for i, (m, vocab, row) in enumerate(zip(messages, vocabs, scores)):
         picks = sample_label_indices(row[None], n, temperature, seed + i)[0]
         prompt = render_prompt(tokenizer, m)
-        groups.append(Group(prompt=prompt, prompt_tokens=len(tokenize(prompt)), completions=tuple(answers[vocab.name][k] for k in picks)))
+        groups.append(Group(prompt=prompt, prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), completions=tuple(answers[vocab.name][k] for k in picks)))
     return groups
 
 

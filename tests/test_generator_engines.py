@@ -108,7 +108,8 @@ def test_label_answers_on_transformers_are_label_tokens_drawn_from_its_label_sco
     for g in warm:
         for c in g.completions:
             assert c.text in MELD.labels
-            assert list(c.token_ids) == hf.tokenizer(c.text, add_special_tokens=False)["input_ids"]
+            # the name's tokens, then EOS: the stop a sampled answer (and a gold one) ends with
+            assert list(c.token_ids) == hf.tokenizer(c.text, add_special_tokens=False)["input_ids"] + [hf.tokenizer.eos_token_id]
     assert len({c.text for g in warm for c in g.completions}) > 1, "temperature 1 explores more than one label"
     assert [[c.text for c in g.completions] for g in warm] == [[c.text for c in g.completions]
                                                                 for g in label_groups(hf, msgs, [MELD] * 3, n=64, temperature=1.0, seed=11)]

@@ -98,3 +98,11 @@ class Backend(Protocol):
 def render_prompt(tokenizer, messages: Messages) -> str:
     """The chat template applied with the assistant turn opened."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_token_ids(tokenizer, text: str) -> tuple[int, ...]:
+    """An answer the model did not sample (a gold or a drawn label name) as the
+    token ids a sampled answer ends with: its tokens, then EOS where the
+    tokenizer has one, so that every trajectory's answer stops the same way."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) + ((eos,) if eos is not None else ())
