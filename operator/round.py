@@ -294,6 +294,9 @@ class _Step:
                 continue
             if phase == Phase.evaluating:
                 if not self.committed(eval_prefix(r)):
+                    if r > 0 and not self.committed(checkpoint_prefix(r)):
+                        self.redo_lost_checkpoint(r)
+                        continue
                     return
                 metrics = self.obs.eval_metrics.get(r)
                 if metrics is None or mean_weighted_f1(metrics) is None:
@@ -306,6 +309,18 @@ class _Step:
                     return
                 continue
             return
+
+    def redo_lost_checkpoint(self, r: int) -> None:
+        """π_r's checkpoint vanished before its evaluation was committed (nothing
+        of ours deletes checkpoints, so someone removed it from the store): the
+        evaluation can never succeed, so go back to the first step of round r
+        whose output is missing (training, or generating if the shards went
+        too) instead of failing the evaluator until the retries run out."""
+        step = self.step_of(r)
+        self.event("Warning", "CheckpointMissing",
+                   f"round {r}: π{r}'s checkpoint {self.checkpoint_uri(r)} is not committed any more and its evaluation "
+                   f"never was; redoing round {r} from {step.value.lower()}")
+        self.start(step)
 
     def record_flywheel(self, r: int) -> None:
         summary = self.obs.flywheel.get(r)
