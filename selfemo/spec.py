@@ -313,6 +313,11 @@ class TrainingSpec(SpecModel):
     sft_warmup: bool = Field(True, description="Run SFT on the round's selected samples before SELF-GRPO.")
     learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="AdamW peak learning rate.")
     clip: float = Field(0.2, gt=0, le=1.0, description="PPO clip range ε of the token-level ratio.")
+    dual_clip: float | None = Field(
+        None, gt=1.0,
+        description="Dual-clip PPO bound c (verl's `clip_ratio_c`, 3 there): a token with a negative advantage A loses at "
+                    "most c·|A|, so one whose ratio to π_{r-1} grew far past 1 (the SFT warm-up raised an answer its group "
+                    "got wrong) stops dominating the step's gradient. Unset: plain PPO clip, unbounded on that side.")
     kl: float = Field(0.04, ge=0, description="Weight of the KL penalty to the reference model.")
     kl_reference: KlReference = Field(KlReference.base, description="Reference model of the KL term: π₀ (`base`) or the previous round's policy (`previous`).")
     min_group_std: float = Field(0.05, ge=0, description="Skip groups whose reward standard deviation is below this (no signal).")

@@ -54,6 +54,26 @@ def test_clipped_policy_loss_hand_computed():
     assert float(frac) == pytest.approx(2 / 3)
 
 
+def test_dual_clip_bounds_the_loss_of_negative_advantages_hand_computed():
+    """With c = 3 a token with A < 0 loses at most 3·|A| and gets no gradient past it;
+    positive advantages and small ratios are plain PPO-clip, and no c is plain PPO."""
+    old = torch.zeros(4)
+    logp = torch.log(torch.tensor([5.0, 2.0, 5.0, 0.5])).requires_grad_(True)
+    adv = torch.tensor([-1.0, -1.0, 1.0, -2.0])
+    mask = torch.ones(4)
+    plain, plain_frac = clipped_policy_loss(logp, old, adv, mask, clip=0.2)
+    assert plain.tolist() == pytest.approx([5.0, 2.0, -1.2, 1.6], abs=1e-6)
+    loss, frac = clipped_policy_loss(logp, old, adv, mask, clip=0.2, dual_clip=3.0)
+    # ratio 5, A=−1 → capped at 3; ratio 2, A=−1 → 2 < 3 stays; A=+1 → clipped at 1.2 as before;
+    # ratio 0.5, A=−2 → clipped at 0.8 → 1.6 as before
+    assert loss.tolist() == pytest.approx([3.0, 2.0, -1.2, 1.6], abs=1e-6)
+    assert float(plain_frac) == pytest.approx(2 / 4) and float(frac) == pytest.approx(3 / 4)
+    loss.sum().backward()
+    assert logp.grad.tolist() == pytest.approx([0.0, 2.0, 0.0, 0.0], abs=1e-6)  # d(−ρA)/dlogp = −ρA where unclipped
+    parts = self_grpo_loss(logp.detach(), old, None, adv, mask, clip=0.2, kl_weight=0.0, dual_clip=3.0)
+    assert float(parts.loss) == pytest.approx((3.0 + 2.0 - 1.2 + 1.6) / 4, abs=1e-6)
+
+
 def test_kl_estimator_hand_computed():
     logp = torch.log(torch.tensor([0.5, 0.3]))
     ref = torch.log(torch.tensor([0.25, 0.3]))

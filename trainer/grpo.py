@@ -56,14 +56,19 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        mask: torch.Tensor, clip: float, dual_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-level PPO-clip surrogate: per-token loss [N] and clip fraction [].
 
     logp, old_logp, advantages, mask: [N] (advantages already broadcast from
     the sequence to its tokens; mask 1 where the token counts).
     loss_t = −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) with ρ_t = exp(logp − old_logp).
-    The clip fraction is the share of masked tokens where the clipped term
-    was the smaller one (its gradient is zero): a health signal for ε and lr.
+    With ``dual_clip`` = c (dual-clip PPO, Ye et al. 2020; verl's
+    `clip_ratio_c`), a token with A_t < 0 loses at most c·|A_t|: plain PPO
+    leaves that side unbounded, so a token whose ratio grew far past 1 (the
+    SFT warm-up raised an answer this group got wrong) adds a loss, and a
+    gradient, of ρ_t·|A_t| that can outweigh every other token of the step.
+    The clip fraction is the share of masked tokens whose gradient a clip
+    zeroed (either bound): a health signal for ε and lr.
     Returned unreduced so the caller chooses the normalisation.
     """
     ratio = torch.exp(logp - old_logp)
@@ -72,6 +77,11 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     loss = -torch.minimum(unclipped, clipped)
     m = mask.to(loss.dtype)
     was_clipped = (clipped < unclipped).to(loss.dtype)
+    if dual_clip is not None:
+        bound = -dual_clip * advantages
+        capped = (advantages < 0) & (loss > bound)
+        loss = torch.where(capped, bound, loss)
+        was_clipped = torch.maximum(was_clipped, capped.to(loss.dtype))
     frac = (was_clipped * m).sum() / m.sum().clamp_min(1.0)
     return loss * m, frac.detach()
 
@@ -111,16 +121,16 @@ class LossParts:
 
 def self_grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
                    advantages: torch.Tensor, mask: torch.Tensor, *, clip: float, kl_weight: float,
-                   n_tokens: float | None = None) -> LossParts:
+                   n_tokens: float | None = None, dual_clip: float | None = None) -> LossParts:
     """SELF-GRPO loss: token-level mean of (clipped surrogate + β·k3 KL) over completion tokens.
 
     All tensors [N]; `ref_logp` may be None when `kl_weight == 0`.
     `n_tokens` is the normaliser: the completion tokens of the whole
     optimizer step (all micro-batches, all ranks), so gradient accumulation
     and data parallelism give exactly the token mean of one big batch;
-    default: this batch's masked tokens.
+    default: this batch's masked tokens. `dual_clip`: see `clipped_policy_loss`.
     """
-    pg, frac = clipped_policy_loss(logp, old_logp, advantages, mask, clip)
+    pg, frac = clipped_policy_loss(logp, old_logp, advantages, mask, clip, dual_clip)
     m = mask.to(pg.dtype)
     denom = float(n_tokens) if n_tokens is not None else float(m.sum().clamp_min(1.0))
     total = pg.sum()

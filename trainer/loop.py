@@ -341,7 +341,8 @@ class _Trainer:
                 parts = sft_loss(logp, ones, n_tokens=n_global)
             else:
                 parts = self_grpo_loss(logp, b.old_logp, b.ref_logp if self.t.kl > 0 else None, b.advantages, ones,
-                                       clip=self.t.clip, kl_weight=self.t.kl, n_tokens=n_global)
+                                       clip=self.t.clip, kl_weight=self.t.kl, n_tokens=n_global,
+                                       dual_clip=self.t.dual_clip)
             if self.engine is not None:  # DeepSpeed averages over ranks: undo it, the normaliser is global
                 self.engine.backward(parts.loss * self.env.world_size, scale_wrt_gas=False)
                 self.engine.step()
