@@ -241,6 +241,12 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     # the label-balanced try: condition 3L with label-balanced prompts and nothing else changed
     assert (_without(runs["self-emo-labels-balanced"], sampling="label-balanced")
             == _without(runs["self-emo-labels"], sampling="uniform"))
+    # the dual-clip try: condition 3L with training.dualClip 3 and nothing else changed
+    dual = _without(runs["self-emo-labels-dualclip"])
+    assert dual["spec"]["training"].pop("dual_clip") == 3.0
+    plain = _without(runs["self-emo-labels"])
+    assert plain["spec"]["training"].pop("dual_clip") is None
+    assert dual == plain
     for name in ("sft-gold", "self-emo", "self-emo-labels"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
