@@ -247,7 +247,7 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     plain = _without(runs["self-emo-labels"])
     assert plain["spec"]["training"].pop("dual_clip") is None
     assert dual == plain
-    for name in ("sft-gold", "self-emo", "self-emo-labels"):  # the second seeds differ in their seeds and name only
+    for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):
