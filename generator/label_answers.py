@@ -78,7 +78,8 @@ def label_groups(backend: Backend, messages: Sequence[Messages], vocabs: Sequenc
     for i, (m, vocab, row) in enumerate(zip(messages, vocabs, scores)):
         picks = sample_label_indices(row[None], n, temperature, seed + i)[0]
         prompt = render_prompt(tokenizer, m)
-        groups.append(Group(prompt=prompt, prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), completions=tuple(answers[vocab.name][k] for k in picks)))
+        prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        groups.append(Group(prompt=prompt, prompt_tokens=prompt_tokens, completions=tuple(answers[vocab.name][k] for k in picks)))
     return groups
 
 
