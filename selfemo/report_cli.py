@@ -16,7 +16,7 @@ def register(sub) -> None:
     s.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(func=_status)
-    r = sub.add_parser("report", help="write PNG plots and a Markdown summary of a run")
+    r = sub.add_parser("report", help="write PNG plots and a Markdown summary of a run, with each round's most frequent answer per dataset")
     r.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
     r.add_argument("-o", "--out", default=None, help="output folder (default: DIR/report)")
     r.set_defaults(func=_report)
@@ -132,7 +132,7 @@ def write_report(status, evals: dict[int, dict], flywheel: dict[int, dict], out:
         written[-1].write_text(json.dumps(evals[r], indent=1, sort_keys=True) + "\n")
 
     written.append(out / "report.md")
-    written[-1].write_text(markdown(status, names, rows, flywheel))
+    written[-1].write_text(markdown(status, names, rows, flywheel) + predictions_markdown(evals, names))
     return written
 
 
@@ -153,3 +153,29 @@ def markdown(status, names: list[str], rows, flywheel: dict[int, dict]) -> str:
     lines += ["", "Each round's evaluation, as the run committed it: `metrics/round-RRR.json`.",
               "", "![weighted-F1 per round](wf1.png)", "", "![flywheel per round](flywheel.png)", ""]
     return "\n".join(lines)
+
+
+def predictions_markdown(evals: dict[int, dict], names: list[str]) -> str:
+    """Per round and dataset, the label the evaluation answered most often and
+    its share, with a collapse (one label for ≥ COLLAPSE_SHARE of a corpus) in
+    bold: next to weighted-F1 it tells a model that recognises emotions from
+    one that answers a label prior (issue 7's runs on the built-in model)."""
+    from selfemo.metrics import COLLAPSE_SHARE, most_predicted
+
+    lines = ["", "## Most frequent answer", "",
+             f"Per round and dataset: the label the evaluation gave most often, and to what share of the "
+             f"utterances. **collapsed** marks one label for at least {COLLAPSE_SHARE:.0%} of a dataset: its "
+             "weighted-F1 then says which label the model settled on (the majority label scores its "
+             "frequency, a rare one almost nothing), not how well it recognises emotions.", "",
+             "| round | " + " | ".join(names) + " |", "|---:|" + "---|" * len(names)]
+    for r in sorted(evals):
+        ds = evals[r].get("datasets", {})
+        cells = []
+        for n in names:
+            if "confusion" not in ds.get(n, {}):
+                cells.append("-")
+                continue
+            top = most_predicted(ds[n])
+            cells.append(f"{top.label} {top.count}/{top.n} ({top.share:.0%})" + (", **collapsed**" if top.collapsed else ""))
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

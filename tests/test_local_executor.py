@@ -309,3 +309,17 @@ def test_a_requested_stop_stops_the_running_child_saves_the_status_and_raises(tm
     saved = json.loads((tmp_path / "runs/default/exec-test/status.json").read_text())
     assert (saved["phase"], saved["round"]) == ("Generating", 1)
     assert not (tmp_path / "runs/default/exec-test/round-001/selected").exists()
+
+
+def test_report_names_each_rounds_most_frequent_answer_and_marks_a_collapse():
+    from selfemo.metrics import classification_report
+    from selfemo.report_cli import predictions_markdown
+
+    labels = ["joy", "anger", "fear"]
+    collapsed = classification_report([0] * 4 + [1] * 3 + [2] * 3, [0] * 9 + [1], labels).to_dict()
+    spread = classification_report([0, 1, 2, 2], [0, 1, 2, 2], labels).to_dict()
+    evals = {0: {"datasets": {"meld": collapsed, "iemocap": spread}},
+             1: {"datasets": {"meld": {"weighted_f1": 1.0, "accuracy": 1.0}}}}  # no confusion: older metrics
+    md = predictions_markdown(evals, ["iemocap", "meld"])
+    assert "| 0 | fear 2/4 (50%) | joy 9/10 (90%), **collapsed** |" in md
+    assert "| 1 | - | - |" in md

@@ -56,3 +56,15 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="predictions"):
         weighted_f1([0, 1], [0, 7], 2)
     assert weighted_f1([], [], 3) == 0.0 and accuracy([], []) == 0.0
+
+
+def test_most_predicted_names_the_label_and_flags_a_collapse():
+    from selfemo.metrics import most_predicted
+
+    # 10 utterances, gold 4 joy / 3 anger / 3 fear; 9 answered `joy`, 1 with no label
+    rep = classification_report([0] * 4 + [1] * 3 + [2] * 3, [0] * 9 + [NO_LABEL], ["joy", "anger", "fear"]).to_dict()
+    top = most_predicted(rep)
+    assert (top.label, top.count, top.n) == ("joy", 9, 10)
+    assert top.share == pytest.approx(0.9) and top.collapsed
+    spread = most_predicted(classification_report([0, 1, 2, 2], [0, 1, 2, 2], ["joy", "anger", "fear"]).to_dict())
+    assert (spread.label, spread.count, spread.collapsed) == ("fear", 2, False)
