@@ -46,6 +46,13 @@ ROWS = [
     ("3L-dc. the same, seed 0, round 2 (final)", "self-emo-labels-dualclip/metrics/round-002.json"),
     ("3L-dc. the same, seed 1, round 1", "self-emo-labels-dualclip-s1/metrics/round-001.json"),
     ("3L-dc. the same, seed 1, round 2 (final)", "self-emo-labels-dualclip-s1/metrics/round-002.json"),
+    ("2-3x. SFT on 720 gold answers (three times condition 2's budget: 45 steps), seed 0", "sft-gold-3x/metrics/round-001.json"),
+    ("2-3x. the same, seed 1", "sft-gold-3x-s1/metrics/round-001.json"),
+    ("3L-dc-3x. 3L-dc with 96 self-play prompts per round (three times the budget), seed 0, round 1",
+     "self-emo-labels-dualclip-3x/metrics/round-001.json"),
+    ("3L-dc-3x. the same, seed 0, round 2 (final)", "self-emo-labels-dualclip-3x/metrics/round-002.json"),
+    ("3L-dc-3x. the same, seed 1, round 1", "self-emo-labels-dualclip-3x-s1/metrics/round-001.json"),
+    ("3L-dc-3x. the same, seed 1, round 2 (final)", "self-emo-labels-dualclip-3x-s1/metrics/round-002.json"),
     ("3L-bal. SELF-EMO with label answers, label-balanced self-play prompts, seed 0, round 1 (stopped there)",
      "self-emo-labels-balanced/metrics/round-001.json"),
     ("4. SELF-EMO with recognition only, seed 0, round 1", "recognition-only/metrics/round-001.json"),
@@ -67,6 +74,9 @@ SEEDS = [
      ["self-emo-labels/metrics/round-002.json", "self-emo-labels-s1/metrics/round-002.json"]),
     ("3L-dc. SELF-EMO with label answers and dual-clip PPO, final round, mean of seeds",
      ["self-emo-labels-dualclip/metrics/round-002.json", "self-emo-labels-dualclip-s1/metrics/round-002.json"]),
+    ("2-3x. SFT at three times the budget, mean of seeds", ["sft-gold-3x/metrics/round-001.json", "sft-gold-3x-s1/metrics/round-001.json"]),
+    ("3L-dc-3x. SELF-EMO (3L-dc) at three times the budget, final round, mean of seeds",
+     ["self-emo-labels-dualclip-3x/metrics/round-002.json", "self-emo-labels-dualclip-3x-s1/metrics/round-002.json"]),
 ]
 TEXT_ROWS = [
     "| 2. (earlier) SFT on 320 gold answers, 20 steps, seed 0, 2026-11-23 (unequal budget; its metrics.json "
