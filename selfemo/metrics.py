@@ -140,7 +140,7 @@ class MostPredicted:
 
     @property
     def collapsed(self) -> bool:
-        return self.n > 0 and self.share >= COLLAPSE_SHARE
+        return self.share >= COLLAPSE_SHARE  # an empty dataset has share 0
 
 
 def most_predicted(dataset_metrics: dict) -> MostPredicted:
