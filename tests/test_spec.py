@@ -251,7 +251,11 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     assert _without(runs["sft-gold-3x"], prompts_per_round=720) == _without(runs["sft-gold"], prompts_per_round=240)
     assert (_without(runs["self-emo-labels-dualclip-3x"], prompts_per_round=96)
             == _without(runs["self-emo-labels-dualclip"], prompts_per_round=32))
-    for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x"):  # the second seeds differ in their seeds and name only
+    # the group-size try: 3L-dc with eight candidates per prompt and nothing else changed
+    assert (_without(runs["self-emo-labels-dualclip-g8"], group_size=8)
+            == _without(runs["self-emo-labels-dualclip"], group_size=4))
+    for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
+                 "self-emo-labels-dualclip-g8"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):
