@@ -5,7 +5,11 @@ model's free answer, parsed) or label-constrained (the label with the highest
 log-likelihood as the whole answer); weighted-F1, accuracy, per-class F1,
 confusion matrix and unparseable count per dataset and their mean; expression
 consistency (the model writes a reply meant to carry the gold emotion and then
-recognises it: mean sIoU of what it heard against what it meant).
+recognises it: mean sIoU of what it heard against what it meant). With
+label-constrained decoding also `batch_calibrated`: the same metrics after the
+label prior the model gives every utterance alike is divided out
+(:func:`selfemo.metrics.batch_calibrate`), which separates a model that tells
+emotions apart from one that answers one label everywhere.
 
 Writes `round-{r:03d}/eval/` with `metrics.json` and `predictions.jsonl.gz`
 (one line per utterance: id, gold, prediction, raw answer), atomically, so the
@@ -37,7 +41,7 @@ from selfemo.generator.backends.base import Backend, SamplingParams
 from selfemo.generator.corpora import file_path, is_remote, load_ref
 from selfemo.generator.parsing import parse_labels
 from selfemo.generator.rollout import encode_jsonl_gz
-from selfemo.metrics import NO_LABEL, classification_report
+from selfemo.metrics import NO_LABEL, batch_calibrate, classification_report
 from selfemo.policy import open_run_store, open_shared_store, policy_path, run_layout
 from selfemo.progress import Progress
 from selfemo.rewards import smoothed_iou_sets
@@ -99,12 +103,38 @@ def predict(backend: Backend, items: Sequence[Item], vocab: LabelVocab, *, decod
 def report_from_predictions(predictions: Sequence[dict], vocab: LabelVocab) -> dict:
     """The metrics of one dataset, computed only from its prediction records."""
     index = {label: i for i, label in enumerate(vocab.labels)}
-    gold = [index[p["gold"]] for p in predictions]
     pred = [index.get(p["pred"], NO_LABEL) if p["pred"] else NO_LABEL for p in predictions]
-    rep = classification_report(gold, pred, vocab.labels).to_dict()
+    return _report_in_points(predictions, pred, vocab.labels)
+
+
+def _report_in_points(predictions: Sequence[dict], pred: Sequence[int], labels: Sequence[str]) -> dict:
+    """The classification report of ``pred`` (label indices) against the records' gold labels, in points."""
+    index = {label: i for i, label in enumerate(labels)}
+    rep = classification_report([index[p["gold"]] for p in predictions], pred, labels).to_dict()
     rep["weighted_f1"] *= 100.0  # the papers' unit: points
     rep["accuracy"] *= 100.0
     return rep
+
+
+def calibrated_metrics(predictions: Sequence[dict], labels: dict[str, Sequence[str]]) -> dict | None:
+    """`batch_calibrated` of `eval/metrics.json`: per dataset the weighted-F1,
+    accuracy and confusion matrix of the batch-calibrated argmax of the stored
+    label scores (``labels`` gives each dataset's label order, the scores'
+    axis), and their mean; None when the predictions carry no scores (free
+    decoding). Computed from the prediction records alone, so `selfemo report`
+    can add it to runs evaluated before it existed."""
+    by_dataset: dict[str, list[dict]] = {}
+    for p in predictions:
+        by_dataset.setdefault(p["dataset"], []).append(p)
+    if not by_dataset or any("scores" not in p for p in predictions):
+        return None
+    datasets = {}
+    for name, preds in by_dataset.items():
+        best = np.argmax(batch_calibrate(np.array([p["scores"] for p in preds])), axis=1)
+        rep = _report_in_points(preds, best.tolist(), labels[name])
+        datasets[name] = {k: rep[k] for k in ("weighted_f1", "accuracy", "confusion")}  # the rest follows from these
+    mean = {k: float(np.mean([d[k] for d in datasets.values()])) for k in ("weighted_f1", "accuracy")}
+    return {"datasets": datasets, "mean": mean}
 
 
 def expression_consistency(backend: Backend, dialogues: Sequence[Dialogue], vocab: LabelVocab, *, samples: int,
@@ -207,6 +237,9 @@ def evaluate_round(run: SelfEmoRun, round_: int, *, backend: Backend | None = No
     metrics["mean"] = {"weighted_f1": float(np.mean([d["weighted_f1"] for d in ds])), "accuracy": float(np.mean([d["accuracy"] for d in ds]))}
     ec = [v["mean_siou"] for v in metrics["expression_consistency"].values() if v["mean_siou"] is not None]
     metrics["expression_consistency"]["mean"] = float(np.mean(ec)) if ec else None
+    calibrated = calibrated_metrics(all_predictions, {n: d["labels"] for n, d in metrics["datasets"].items()})
+    if calibrated is not None:
+        metrics["batch_calibrated"] = calibrated
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     if key:
         metrics["baseline_key"] = key

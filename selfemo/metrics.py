@@ -153,3 +153,28 @@ def most_predicted(dataset_metrics: dict) -> MostPredicted:
     predicted = cm[:, : len(labels)].sum(axis=0)
     top = int(np.argmax(predicted))
     return MostPredicted(label=labels[top], count=int(predicted[top]), n=int(cm.sum()))
+
+
+def batch_calibrate(scores: np.ndarray) -> np.ndarray:
+    """Label scores with the evaluated set's own label prior divided out.
+
+    ``scores`` is one row per utterance of the model's log-likelihood of each
+    label as the whole answer (label-constrained decoding). Each row is
+    normalised over the labels (log-softmax), and the log of each label's mean
+    probability over all rows is subtracted: batch calibration (Zhou et al.,
+    ICLR 2024), contextual calibration (Zhao et al., 2021) with the prior
+    estimated from the unlabelled test inputs instead of a content-free one.
+    Why: a small model's constrained answers are dominated by a prior that is
+    the same for every utterance, so its argmax is one label for almost every
+    utterance (issue 7) and weighted-F1 measures that label's frequency. After
+    calibration the argmax depends only on how the scores move from one
+    utterance to the next, which is what recognising emotions means; a model
+    that learnt only a prior scores about what zero-shot does. No gold label
+    is used.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or not s.size:
+        raise ValueError(f"scores must be a non-empty (utterances, labels) matrix, got shape {s.shape}")
+    log_p = s - np.logaddexp.reduce(s, axis=1, keepdims=True)
+    log_prior = np.logaddexp.reduce(log_p, axis=0, keepdims=True) - np.log(len(s))
+    return log_p - log_prior

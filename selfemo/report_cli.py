@@ -16,7 +16,7 @@ def register(sub) -> None:
     s.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(func=_status)
-    r = sub.add_parser("report", help="write PNG plots and a Markdown summary of a run, with each round's most frequent answer per dataset")
+    r = sub.add_parser("report", help="write PNG plots and a Markdown summary of a run, with each round's most frequent answer and batch-calibrated scores per dataset")
     r.add_argument("run_dir", metavar="DIR", help="the run's directory, e.g. selfemo-runs/default/quickstart")
     r.add_argument("-o", "--out", default=None, help="output folder (default: DIR/report)")
     r.set_defaults(func=_report)
@@ -37,7 +37,26 @@ def read_run(run_dir: Path):
     state = read_store_state(store)
     if not store.exists("status.json") and not state.committed:
         raise FileNotFoundError(f"{run_dir}: not a run directory (no status.json and no committed output)")
-    return status, state.eval_metrics, state.flywheel
+    return status, {r: with_calibration(store, r, m) for r, m in state.eval_metrics.items()}, state.flywheel
+
+
+def with_calibration(store, round_: int, metrics: dict) -> dict:
+    """``metrics`` with `batch_calibrated` computed from the round's committed
+    predictions when the evaluation predates it (label-constrained runs only;
+    a round without readable predictions is returned as it is)."""
+    from selfemo.generator.evaluate import PREDICTIONS, calibrated_metrics
+    from selfemo.generator.rollout import decode_jsonl_gz
+    from selfemo.store.layout import eval_prefix
+
+    if "batch_calibrated" in metrics or metrics.get("decoding") != "constrained":
+        return metrics
+    try:
+        predictions = decode_jsonl_gz(store.open_committed(eval_prefix(round_)).get_bytes(PREDICTIONS))
+    except Exception as exc:  # a report lacks a column rather than failing
+        print(f"warning: round {round_}: cannot read its predictions ({exc}); no calibrated scores", file=sys.stderr)
+        return metrics
+    calibrated = calibrated_metrics(predictions, {n: d["labels"] for n, d in metrics.get("datasets", {}).items()})
+    return metrics if calibrated is None else {**metrics, "batch_calibrated": calibrated}
 
 
 def _status(args) -> int:
@@ -132,7 +151,8 @@ def write_report(status, evals: dict[int, dict], flywheel: dict[int, dict], out:
         written[-1].write_text(json.dumps(evals[r], indent=1, sort_keys=True) + "\n")
 
     written.append(out / "report.md")
-    written[-1].write_text(markdown(status, names, rows, flywheel) + predictions_markdown(evals, names))
+    written[-1].write_text(markdown(status, names, rows, flywheel) + predictions_markdown(evals, names)
+                          + calibrated_markdown(evals, names))
     return written
 
 
@@ -178,4 +198,28 @@ def predictions_markdown(evals: dict[int, dict], names: list[str]) -> str:
             top = most_predicted(ds[n])
             cells.append(f"{top.label} {top.count}/{top.n} ({top.share:.0%})" + (", **collapsed**" if top.collapsed else ""))
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def calibrated_markdown(evals: dict[int, dict], names: list[str]) -> str:
+    """Per round, weighted-F1 / accuracy after batch calibration (empty when no
+    round has it, e.g. free decoding): beside the raw scores it tells what a
+    model learnt about telling emotions apart from the label prior it learnt."""
+    if not any("batch_calibrated" in m for m in evals.values()):
+        return ""
+    cols = [*names, "mean"]
+    lines = ["", "## Batch-calibrated scores", "",
+             "The same label scores with the label prior the model gives every utterance alike divided out "
+             "(each label's mean probability over the dataset; no gold label used; "
+             "`selfemo.metrics.batch_calibrate`). A model that only learnt a prior scores here what the "
+             "base model does; one that learnt to tell emotions apart scores more.", "",
+             "| round | " + " | ".join(f"{c} W-F1 / acc" for c in cols) + " |", "|---:|" + "---:|" * len(cols)]
+    for r in sorted(evals):
+        cal = evals[r].get("batch_calibrated")
+        if cal is None:
+            lines.append(f"| {r} | " + " | ".join("-" for _ in cols) + " |")
+            continue
+        scores = {**cal["datasets"], "mean": cal["mean"]}
+        lines.append(f"| {r} | " + " | ".join(
+            f"{scores[c]['weighted_f1']:.2f} / {scores[c]['accuracy']:.2f}" if c in scores else "-" for c in cols) + " |")
     return "\n".join(lines) + "\n"

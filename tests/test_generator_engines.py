@@ -234,6 +234,14 @@ def test_evaluation_metrics_recompute_from_predictions(tmp_path, erc_dir, tiny_m
         assert d["accuracy"] == pytest.approx(100 * accuracy_score(gold, pred))
         assert d["unparseable"] == sum(p["pred"] is None for p in rows)
         assert written["expression_consistency"][name]["n"] == 4
+        if decoding == "constrained":  # the calibrated argmax, recomputed here from the stored scores by hand
+            log_p = np.array([p["scores"] for p in rows]) - np.log(np.exp([p["scores"] for p in rows]).sum(1, keepdims=True))
+            calibrated = [labels[i] for i in np.argmax(np.exp(log_p) / np.exp(log_p).mean(0), axis=1)]
+            cal = written["batch_calibrated"]["datasets"][name]
+            assert cal["weighted_f1"] == pytest.approx(100 * f1_score(gold, calibrated, labels=labels, average="weighted", zero_division=0))
+            assert cal["accuracy"] == pytest.approx(100 * accuracy_score(gold, calibrated))
+    if decoding == "greedy":
+        assert "batch_calibrated" not in written  # free answers carry no label scores to calibrate
     assert written["mean"]["weighted_f1"] == pytest.approx(np.mean([written["datasets"][n]["weighted_f1"] for n in ("meld", "iemocap", "emorynlp")]))
     assert "W-F1" in evaluate.format_table(written)
     # a second call finds the committed output and does not recompute

@@ -147,6 +147,37 @@ def test_status_and_report_read_a_finished_run(tmp_path, monkeypatch, capsys):
     assert "no such run directory" in capsys.readouterr().err
 
 
+def test_report_adds_batch_calibrated_scores_to_rounds_evaluated_before_them(tmp_path):
+    """A round committed without `batch_calibrated` (evaluated by an older
+    version) gets it from its predictions' label scores: in the copied
+    metrics and in report.md; the committed metrics are left as they were."""
+    from selfemo.cli import main
+    from selfemo.data.vocab import LabelVocab
+    from selfemo.generator.evaluate import report_from_predictions
+    from selfemo.generator.rollout import encode_jsonl_gz
+    from selfemo.store import open_store
+
+    vocab = LabelVocab("two", ("joy", "anger"))
+    # the model prefers joy everywhere (raw argmax: all joy), but leans to anger exactly on the anger utterances
+    preds = [{"dataset": "meld", "id": f"u{i}", "gold": gold, "pred": "joy", "answer": None, "scores": scores}
+             for i, (gold, scores) in enumerate([("joy", [-0.1, -2.4]), ("joy", [-0.1, -2.5]), ("anger", [-0.3, -1.4])] * 2)]
+    metrics = {"round": 0, "decoding": "constrained", "datasets": {"meld": report_from_predictions(preds, vocab)},
+               "mean": {"weighted_f1": 0.0, "accuracy": 0.0}}
+    run_dir = tmp_path / "run"
+    with open_store(str(run_dir)).commit("round-000/eval") as out:
+        out.put_bytes("metrics.json", json.dumps(metrics).encode())
+        out.put_bytes("predictions.jsonl.gz", encode_jsonl_gz(preds))
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "report")]) == 0
+    copied = json.loads((tmp_path / "report/metrics/round-000.json").read_text())
+    assert copied["datasets"] == json.loads(json.dumps(metrics["datasets"]))
+    assert metrics["datasets"]["meld"]["accuracy"] == pytest.approx(200 / 3)  # raw: every anger utterance missed
+    assert copied["batch_calibrated"]["datasets"]["meld"]["accuracy"] == 100.0
+    assert copied["batch_calibrated"]["mean"]["weighted_f1"] == 100.0
+    assert "## Batch-calibrated scores" in (tmp_path / "report/report.md").read_text()
+    assert "| 0 | 100.00 / 100.00 | 100.00 / 100.00 |" in (tmp_path / "report/report.md").read_text()
+    assert "batch_calibrated" not in json.loads((run_dir / "round-000/eval/metrics.json").read_text())
+
+
 def test_store_and_data_dir_overrides_are_validated_and_applied(tmp_path):
     from selfemo.run_cli import with_overrides
 

@@ -68,3 +68,20 @@ def test_most_predicted_names_the_label_and_flags_a_collapse():
     assert top.share == pytest.approx(0.9) and top.collapsed
     spread = most_predicted(classification_report([0, 1, 2, 2], [0, 1, 2, 2], ["joy", "anger", "fear"]).to_dict())
     assert (spread.label, spread.count, spread.collapsed) == ("fear", 2, False)
+
+
+def test_batch_calibration_divides_out_the_prior_every_utterance_shares():
+    """Raw argmax answers label 0 for both utterances; the second one leans to
+    label 1 more than the average does, and calibration follows that lean."""
+    from selfemo.metrics import batch_calibrate
+
+    scores = np.log([[0.9, 0.1], [0.6, 0.4]]) - 5.0  # answer log-likelihoods: unnormalised over the labels
+    assert np.argmax(scores, axis=1).tolist() == [0, 0]
+    calibrated = batch_calibrate(scores)
+    assert np.argmax(calibrated, axis=1).tolist() == [0, 1]
+    assert np.exp(calibrated) == pytest.approx(np.array([[0.9, 0.1], [0.6, 0.4]]) / [0.75, 0.25])
+    shifted = scores + np.array([[3.0], [-2.0]])  # a per-utterance constant changes nothing
+    assert batch_calibrate(shifted) == pytest.approx(calibrated)
+    for bad in (np.zeros((0, 3)), np.zeros(3)):
+        with pytest.raises(ValueError, match="utterances, labels"):
+            batch_calibrate(bad)

@@ -13,6 +13,17 @@ from .errors import InvalidKeyError
 from .keys import check_key, parse_store_uri
 
 
+def round_prefix(r: int) -> str:
+    """A round's folder, relative to the run root (for readers holding a store rooted at the run)."""
+    if r < 0:
+        raise ValueError(f"round must be >= 0, got {r}")
+    return f"round-{r:03d}"
+
+
+def eval_prefix(r: int) -> str:
+    return f"{round_prefix(r)}/eval"
+
+
 @dataclass(frozen=True)
 class RunLayout:
     store_uri: str
@@ -37,9 +48,7 @@ class RunLayout:
         return open_store(self.uri, **options)
 
     def round_prefix(self, r: int) -> str:
-        if r < 0:
-            raise ValueError(f"round must be >= 0, got {r}")
-        return f"round-{r:03d}"
+        return round_prefix(r)
 
     def trajectories(self, r: int) -> str:
         return f"{self.round_prefix(r)}/trajectories"
@@ -64,7 +73,7 @@ class RunLayout:
         return f"{self.no_signal(r)}/reason.json"
 
     def eval_prefix(self, r: int) -> str:
-        return f"{self.round_prefix(r)}/eval"
+        return eval_prefix(r)
 
     def eval_metrics(self, r: int) -> str:
         return f"{self.eval_prefix(r)}/metrics.json"
