@@ -1,6 +1,8 @@
-"""The floor every condition must clear: always answer the train split's most frequent label.
+"""The floors every condition must clear: always answer the train split's most
+frequent label, and answer a uniformly random label.
 
     .venv/bin/python bench/quality/majority_baseline.py [--out docs/results/majority-class]
+                                                        [--random-out docs/results/uniform-random]
 
 A model that learns only a corpus's label prior (as SFT on a few hundred gold
 answers does here: docs/results.md) scores exactly this, so a condition is
@@ -9,6 +11,11 @@ most frequent first gold label of the FULL train split; it is scored on the
 FULL test split with the evaluator's own code
 (`selfemo.generator.evaluate.report_from_predictions`). Writes
 `{out}/metrics.json` (the evaluator's layout) and prints a table. Seconds, no model.
+
+The uniformly random answer (mean over RANDOM_DRAWS seeded draws) is the floor
+for *batch-calibrated* scores (`selfemo.metrics.batch_calibrate`): calibration
+spreads the answers over all labels, so a model that knows nothing about the
+utterances scores about this there, not the majority row.
 """
 from __future__ import annotations
 
@@ -32,28 +39,61 @@ def majority_report(train_gold: list[str], test_ids: list[str], test_gold: list[
     return label, report_from_predictions(preds, vocab)
 
 
+RANDOM_DRAWS = 100
+
+
+def uniform_random_report(test_ids: list[str], test_gold: list[str], vocab, *, draws: int = RANDOM_DRAWS, seed: int = 0) -> dict:
+    """The evaluator's weighted-F1 and accuracy of a uniformly random label, averaged over ``draws`` seeded draws."""
+    import numpy as np
+
+    from selfemo.generator.evaluate import report_from_predictions
+
+    rng = np.random.default_rng(seed)
+    reports = []
+    for _ in range(draws):
+        picks = rng.integers(len(vocab.labels), size=len(test_gold))
+        reports.append(report_from_predictions([{"id": i, "gold": g, "pred": vocab.labels[k]}
+                                                for i, g, k in zip(test_ids, test_gold, picks)], vocab))
+    return {k: float(np.mean([r[k] for r in reports])) for k in ("weighted_f1", "accuracy")} | {"draws": draws, "seed": seed}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="selfemo-runs/quality/majority-class")
+    ap.add_argument("--random-out", default="selfemo-runs/quality/uniform-random")
     ap.add_argument("--data-dir", default=os.environ.get("SELFEMO_ERC_DIR", "../shared/erc"))
     args = ap.parse_args()
 
     from selfemo.data import get_vocab, load_dialogues
 
-    per, labels = {}, {}
+    per, labels, rand = {}, {}, {}
     for name, fmt in CORPORA:
         path = os.path.join(args.data_dir, name)
         *_, train_gold = rows(load_dialogues(fmt, path, splits=["train"]))
         test_ids, _, _, test_gold = rows(load_dialogues(fmt, path, splits=["test"]))
         labels[name], per[name] = majority_report(train_gold, test_ids, test_gold, get_vocab(name))
-    mean = {k: sum(per[n][k] for n, _ in CORPORA) / len(CORPORA) for k in ("weighted_f1", "accuracy")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"datasets": per, "mean": mean, "predicted_label": labels}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        rand[name] = uniform_random_report(test_ids, test_gold, get_vocab(name))
+    out = _write(Path(args.out), per, predicted_label=labels)
     for name, _ in CORPORA:
         print(f"{name:<10} always {labels[name]!r:<14} W-F1 {per[name]['weighted_f1']:6.2f}  acc {per[name]['accuracy']:6.2f}")
-    print(f"{'mean':<10} {'':<21} W-F1 {mean['weighted_f1']:6.2f}  acc {mean['accuracy']:6.2f}   ({out / 'metrics.json'})")
+    _print_mean(out)
+    out = _write(Path(args.random_out), rand)
+    for name, _ in CORPORA:
+        print(f"{name:<10} {'uniformly random':<21} W-F1 {rand[name]['weighted_f1']:6.2f}  acc {rand[name]['accuracy']:6.2f}")
+    _print_mean(out)
+
+
+def _write(out: Path, per: dict, **extra) -> Path:
+    """`{out}/metrics.json` in the evaluator's layout: per dataset and the mean."""
+    mean = {k: sum(per[n][k] for n, _ in CORPORA) / len(CORPORA) for k in ("weighted_f1", "accuracy")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"datasets": per, "mean": mean, **extra}, indent=1, sort_keys=True) + "\n")
+    return out / "metrics.json"
+
+
+def _print_mean(path: Path) -> None:
+    mean = json.loads(path.read_text())["mean"]
+    print(f"{'mean':<10} {'':<21} W-F1 {mean['weighted_f1']:6.2f}  acc {mean['accuracy']:6.2f}   ({path})")
 
 
 if __name__ == "__main__":
