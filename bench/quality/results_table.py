@@ -26,6 +26,8 @@ CORPORA = ("meld", "iemocap", "emorynlp")
 # (label, metrics file under docs/results/)
 ROWS = [
     ("reference: always the train split's most frequent label", "majority-class/metrics.json"),
+    ("reference: a uniformly random label (mean of 100 seeded draws; the floor for calibrated scores)",
+     "uniform-random/metrics.json"),
     ("reference: MiniLM-L6 embedding of the utterance + logistic regression", "embedding-lr/utterance/metrics.json"),
     ("reference: the same with the previous turn's embedding", "embedding-lr/utterance+previous/metrics.json"),
     ("1. zero-shot SmolLM2-135M-Instruct", "zero-shot/metrics/round-000.json"),
@@ -80,10 +82,11 @@ SEEDS = [
 ]
 TEXT_ROWS = [
     "| 2. (earlier) SFT on 320 gold answers, 20 steps, seed 0, 2026-11-23 (unequal budget; its metrics.json "
-    "was on a machine since gone) | 33.78 / 45.67 | 17.84 / 26.80 | 6.25 / 11.28 | 19.29 | — |",
-    "| for scale: SELF-EMO paper (Qwen3-8B) | 70.3 | 64.81 | 47.61 | 60.91 | arXiv 2604.18003 |",
+    "was on a machine since gone) | 33.78 / 45.67 | 17.84 / 26.80 | 6.25 / 11.28 | 19.29 | — | — |",
+    "| for scale: SELF-EMO paper (Qwen3-8B) | 70.3 | 64.81 | 47.61 | 60.91 | — | arXiv 2604.18003 |",
 ]
-HEADER = ["| condition | MELD | IEMOCAP | EmoryNLP | mean W-F1 / acc | metrics.json |", "|---|---:|---:|---:|---:|---|"]
+HEADER = ["| condition | MELD | IEMOCAP | EmoryNLP | mean W-F1 / acc | calibrated mean W-F1 | metrics.json |",
+          "|---|---:|---:|---:|---:|---:|---|"]
 
 
 def _load(rel: str) -> dict | None:
@@ -92,12 +95,20 @@ def _load(rel: str) -> dict | None:
 
 
 def row(label: str, rel: str, doc: dict | None) -> str:
-    """One condition: W-F1 / accuracy per corpus and the mean, or "not run"."""
+    """One condition: W-F1 / accuracy per corpus and the mean, the batch-calibrated
+    mean W-F1 ("—" for files without label scores: the references), or "not run"."""
     if doc is None:
-        return f"| {label} | not run | | | | |"
+        return f"| {label} | not run | | | | | |"
     cells = [f"{doc['datasets'][c]['weighted_f1']:.2f} / {doc['datasets'][c]['accuracy']:.2f}" for c in CORPORA]
     cells.append(f"**{doc['mean']['weighted_f1']:.2f}** / {doc['mean']['accuracy']:.2f}")
+    cells.append(f"{calibrated(doc):.2f}" if calibrated(doc) is not None else "—")
     return f"| {label} | " + " | ".join(cells) + f" | [`{rel}`](results/{rel}) |"
+
+
+def calibrated(doc: dict) -> float | None:
+    """The batch-calibrated mean W-F1 `selfemo report` put in the file, if any."""
+    cal = doc.get("batch_calibrated")
+    return None if cal is None else cal["mean"]["weighted_f1"]
 
 
 def seed_spread(values: list[float]) -> str:
@@ -112,8 +123,10 @@ def render_table() -> str:
     lines = list(HEADER)
     lines += [row(label, rel, _load(rel)) for label, rel in ROWS]
     for label, rels in SEEDS:
-        values = [d["mean"]["weighted_f1"] for d in map(_load, rels) if d is not None]
-        lines.append(f"| {label} | | | | {seed_spread(values)} | |")
+        docs = [d for d in map(_load, rels) if d is not None]
+        raw = seed_spread([d["mean"]["weighted_f1"] for d in docs])
+        cal = seed_spread([c for c in map(calibrated, docs) if c is not None])
+        lines.append(f"| {label} | | | | {raw} | {cal} | |")
     lines += TEXT_ROWS
     return "\n".join(lines)
 
