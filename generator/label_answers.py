@@ -15,6 +15,12 @@ Each candidate is one label name (the corpora here are single-label); its
 `token_ids` are the name's tokens (the trainer appends EOS, as for gold
 answers) and its `logprobs` are empty: the label distribution is not a
 token-level sampling policy, and the trainer recomputes its own log-probs.
+
+With `selfPlay.labelSampling: calibrated` the scores are batch-calibrated per
+dataset over the prompts of one call first (`calibrate_by_dataset`): a model
+that answers one label everywhere then still draws each other label on the
+prompts where it leans to it more than on the rest, so groups get a reward
+spread and SELF-GRPO a direction that is about the utterance.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from selfemo.data.vocab import LabelVocab
+from selfemo.metrics import batch_calibrate
 from selfemo.generator.backends.base import Backend, Completion, Group, Messages, answer_token_ids, render_prompt
 
 
@@ -64,9 +71,22 @@ def score_by_vocab(backend: Backend, messages: Sequence[Messages], vocabs: Seque
     return out  # type: ignore[return-value]
 
 
+def calibrate_by_dataset(scores: Sequence[np.ndarray], vocabs: Sequence[LabelVocab]) -> list[np.ndarray]:
+    """Each prompt's label scores batch-calibrated among the prompts of its own
+    dataset (`selfemo.metrics.batch_calibrate`), in prompt order. A dataset
+    with a single prompt here gets equal scores: nothing to compare it with."""
+    out: list[np.ndarray | None] = [None] * len(scores)
+    for name in dict.fromkeys(v.name for v in vocabs):
+        idx = [i for i, v in enumerate(vocabs) if v.name == name]
+        for i, row in zip(idx, batch_calibrate(np.stack([scores[i] for i in idx]))):
+            out[i] = row
+    return out  # type: ignore[return-value]
+
+
 def label_groups(backend: Backend, messages: Sequence[Messages], vocabs: Sequence[LabelVocab], *, n: int,
-                 temperature: float, seed: int) -> list[Group]:
-    """One group of ``n`` label-name candidates per prompt, in prompt order."""
+                 temperature: float, seed: int, calibrated: bool = False) -> list[Group]:
+    """One group of ``n`` label-name candidates per prompt, in prompt order;
+    ``calibrated``: drawn from the batch-calibrated scores (module docstring)."""
     if not messages:
         return []
     tokenizer = backend.tokenizer
@@ -74,6 +94,8 @@ def label_groups(backend: Backend, messages: Sequence[Messages], vocabs: Sequenc
     answers = {v.name: [Completion(text=label, token_ids=answer_token_ids(tokenizer, label), logprobs=()) for label in v.labels]
                for v in vocabs}
     scores = score_by_vocab(backend, messages, vocabs)
+    if calibrated:
+        scores = calibrate_by_dataset(scores, vocabs)
     groups = []
     for i, (m, vocab, row) in enumerate(zip(messages, vocabs, scores)):
         picks = sample_label_indices(row[None], n, temperature, seed + i)[0]

@@ -211,7 +211,8 @@ class SelfPlay:
         `answers: labels` label names drawn from the model's label distribution."""
         if self.label_answers:
             return label_answers.label_groups(self.backend, messages, vocabs, n=self.sampling.n,
-                                              temperature=self.sampling.temperature, seed=seed)
+                                              temperature=self.sampling.temperature, seed=seed,
+                                              calibrated=self.spec.self_play.label_sampling == "calibrated")
         return self._sample(messages, self.sampling, seed)
 
     def _greedy_answers(self, messages: Sequence[Messages], vocabs: Sequence[LabelVocab], seed: int) -> list[Parsed]:

@@ -172,6 +172,11 @@ class Answers(str, Enum):
     labels = "labels"
 
 
+class LabelSampling(str, Enum):
+    policy = "policy"
+    calibrated = "calibrated"
+
+
 class SelfPlaySpec(SpecModel):
     tasks: list[Task] = Field(
         default_factory=lambda: [Task.recognition, Task.understanding, Task.expression],
@@ -221,6 +226,14 @@ class SelfPlaySpec(SpecModel):
         "likely label. With `labels` every candidate is a label, so the reward's spread is about which label rather than "
         "the answer format; replies (expression) stay free text. One label per candidate.",
     )
+    label_sampling: LabelSampling = Field(
+        LabelSampling.policy,
+        description="With answers `labels`, the distribution the G candidates are drawn from: `policy` the softmax of "
+        "the label scores; `calibrated` the same after each label's mean probability over the call's prompts of that "
+        "dataset is divided out (batch calibration, as `batch_calibrated` in eval/metrics.json). A small model gives "
+        "one label most of the probability for every prompt, so policy sampling rarely draws the others and most groups "
+        "have no reward spread; calibrated sampling draws each label where the model leans to it more than usual.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "SelfPlaySpec":
@@ -230,6 +243,8 @@ class SelfPlaySpec(SpecModel):
             raise ValueError("source: `gold` has gold answers for the recognition task only; set tasks: [recognition]")
         if self.intent == Intent.predicted and Task.understanding not in self.tasks:
             raise ValueError("intent: `predicted` needs the `understanding` task in tasks")
+        if self.label_sampling == LabelSampling.calibrated and self.answers != Answers.labels:
+            raise ValueError("labelSampling: `calibrated` draws label answers; set answers: labels")
         return self
 
 

@@ -285,6 +285,31 @@ def test_label_answers_sample_from_the_label_scores_and_hear_the_best_label(erc_
         label_distribution(scores, 0.0)
 
 
+def test_calibrated_label_sampling_draws_each_label_where_the_model_leans_to_it(erc_dir, quick_run):
+    """`selfPlay.labelSampling: calibrated`: the scripted backend prefers the last label for every prompt
+    alike, so once that shared prior is divided out no label is favoured; per dataset, a prompt that leans
+    to a label more than the others do is calibrated towards it."""
+    from collections import Counter
+
+    from selfemo.data import get_vocab
+    from selfemo.generator.label_answers import calibrate_by_dataset
+
+    ds = _dialogues(erc_dir)
+    seeds = plan_seeds(ds, ["recognition", "understanding"], 24, seed=1)
+    sp = quick_run.spec.self_play.model_copy(update={"answers": "labels", "label_sampling": "calibrated", "group_size": 8})
+    recs = SelfPlay(ScriptedBackend(), quick_run.spec.model_copy(update={"self_play": sp}), index_dialogues(ds), {"meld": MELD}).run(seeds, seed=3)
+    counts = Counter(c["text"] for r in recs for c in r["candidates"])
+    total = sum(counts.values())
+    assert total == 8 * len(recs) and set(counts) == set(MELD.labels)
+    assert max(counts.values()) / total < 0.25  # policy sampling gives the last of 7 labels 63%
+    # the pure step: datasets are calibrated apart, and the leaning prompt flips to its lean
+    emory = get_vocab("emorynlp")
+    rows = [np.log([0.9, 0.1, *[1e-3] * 5]), np.log([0.6, 0.4, *[1e-3] * 5]), np.arange(7.0), np.arange(7.0)]
+    out = calibrate_by_dataset(rows, [MELD, MELD, emory, emory])
+    assert [int(np.argmax(r)) for r in out[:2]] == [0, 1]
+    assert out[2] == pytest.approx(np.zeros(7)) and out[3] == pytest.approx(np.zeros(7))  # identical rows: nothing to tell apart
+
+
 def test_rollout_resumes_without_loss_or_duplicates(quick_run):
     from selfemo.generator import rollout
 

@@ -60,6 +60,17 @@ def test_gold_source_is_the_sft_baseline_and_checks_its_partners():
         assert words in problems[0].message, problems[0].message
 
 
+def test_calibrated_label_sampling_needs_label_answers():
+    base = {"model": {"base": "smollm2-135m-instruct"}}
+    assert SelfEmoRunSpec.model_validate(base).self_play.label_sampling == "policy"
+    ok = SelfEmoRunSpec.model_validate({**base, "selfPlay": {"answers": "labels", "labelSampling": "calibrated"}})
+    assert ok.self_play.label_sampling == "calibrated"
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "c"},
+           "spec": {**base, "selfPlay": {"labelSampling": "calibrated"}}}
+    run, problems = check_manifest(doc)
+    assert run is None and "set answers: labels" in problems[0].message, problems
+
+
 def test_every_field_has_a_description():
     missing = []
 
@@ -251,11 +262,14 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     assert _without(runs["sft-gold-3x"], prompts_per_round=720) == _without(runs["sft-gold"], prompts_per_round=240)
     assert (_without(runs["self-emo-labels-dualclip-3x"], prompts_per_round=96)
             == _without(runs["self-emo-labels-dualclip"], prompts_per_round=32))
+    # the calibrated-sampling try: 3L-dc with selfPlay.labelSampling calibrated and nothing else changed
+    assert (_without(runs["self-emo-labels-dualclip-cal"], label_sampling="calibrated")
+            == _without(runs["self-emo-labels-dualclip"], label_sampling="policy"))
     # the group-size try: 3L-dc with eight candidates per prompt and nothing else changed
     assert (_without(runs["self-emo-labels-dualclip-g8"], group_size=8)
             == _without(runs["self-emo-labels-dualclip"], group_size=4))
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
-                 "self-emo-labels-dualclip-g8"):  # the second seeds differ in their seeds and name only
+                 "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):
