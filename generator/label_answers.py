@@ -29,8 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from selfemo.data.vocab import LabelVocab
-from selfemo.metrics import batch_calibrate
 from selfemo.generator.backends.base import Backend, Completion, Group, Messages, answer_token_ids, render_prompt
+from selfemo.metrics import batch_calibrate
 
 
 def label_distribution(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -62,13 +62,19 @@ def score_by_vocab(backend: Backend, messages: Sequence[Messages], vocabs: Seque
     list) but keep their order within a dataset, which is what the engines'
     shared-prefix scoring wants."""
     out: list[np.ndarray | None] = [None] * len(messages)
-    for name in dict.fromkeys(v.name for v in vocabs):
-        idx = [i for i, v in enumerate(vocabs) if v.name == name]
-        vocab = vocabs[idx[0]]
-        rows = backend.score_choices([messages[i] for i in idx], list(vocab.labels))
+    for idx in positions_by_dataset(vocabs):
+        rows = backend.score_choices([messages[i] for i in idx], list(vocabs[idx[0]].labels))
         for i, row in zip(idx, rows):
             out[i] = np.asarray(row, dtype=np.float64)
     return out  # type: ignore[return-value]
+
+
+def positions_by_dataset(vocabs: Sequence[LabelVocab]) -> list[list[int]]:
+    """The prompt positions of each dataset, datasets in order of first appearance."""
+    positions: dict[str, list[int]] = {}
+    for i, v in enumerate(vocabs):
+        positions.setdefault(v.name, []).append(i)
+    return list(positions.values())
 
 
 def calibrate_by_dataset(scores: Sequence[np.ndarray], vocabs: Sequence[LabelVocab]) -> list[np.ndarray]:
@@ -76,8 +82,7 @@ def calibrate_by_dataset(scores: Sequence[np.ndarray], vocabs: Sequence[LabelVoc
     dataset (`selfemo.metrics.batch_calibrate`), in prompt order. A dataset
     with a single prompt here gets equal scores: nothing to compare it with."""
     out: list[np.ndarray | None] = [None] * len(scores)
-    for name in dict.fromkeys(v.name for v in vocabs):
-        idx = [i for i, v in enumerate(vocabs) if v.name == name]
+    for idx in positions_by_dataset(vocabs):
         for i, row in zip(idx, batch_calibrate(np.stack([scores[i] for i in idx]))):
             out[i] = row
     return out  # type: ignore[return-value]
