@@ -73,27 +73,20 @@ def main() -> None:
         test_ids, _, _, test_gold = rows(load_dialogues(fmt, path, splits=["test"]))
         labels[name], per[name] = majority_report(train_gold, test_ids, test_gold, get_vocab(name))
         rand[name] = uniform_random_report(test_ids, test_gold, get_vocab(name))
-    out = _write(Path(args.out), per, predicted_label=labels)
     for name, _ in CORPORA:
         print(f"{name:<10} always {labels[name]!r:<14} W-F1 {per[name]['weighted_f1']:6.2f}  acc {per[name]['accuracy']:6.2f}")
-    _print_mean(out)
-    out = _write(Path(args.random_out), rand)
+    _write_and_print_mean(Path(args.out), per, predicted_label=labels)
     for name, _ in CORPORA:
         print(f"{name:<10} {'uniformly random':<21} W-F1 {rand[name]['weighted_f1']:6.2f}  acc {rand[name]['accuracy']:6.2f}")
-    _print_mean(out)
+    _write_and_print_mean(Path(args.random_out), rand)
 
 
-def _write(out: Path, per: dict, **extra) -> Path:
-    """`{out}/metrics.json` in the evaluator's layout: per dataset and the mean."""
+def _write_and_print_mean(out: Path, per: dict, **extra) -> None:
+    """`{out}/metrics.json` in the evaluator's layout (per dataset and the mean), and the mean's table line."""
     mean = {k: sum(per[n][k] for n, _ in CORPORA) / len(CORPORA) for k in ("weighted_f1", "accuracy")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({"datasets": per, "mean": mean, **extra}, indent=1, sort_keys=True) + "\n")
-    return out / "metrics.json"
-
-
-def _print_mean(path: Path) -> None:
-    mean = json.loads(path.read_text())["mean"]
-    print(f"{'mean':<10} {'':<21} W-F1 {mean['weighted_f1']:6.2f}  acc {mean['accuracy']:6.2f}   ({path})")
+    print(f"{'mean':<10} {'':<21} W-F1 {mean['weighted_f1']:6.2f}  acc {mean['accuracy']:6.2f}   ({out / 'metrics.json'})")
 
 
 if __name__ == "__main__":

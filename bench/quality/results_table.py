@@ -111,7 +111,8 @@ def row(label: str, rel: str, doc: dict | None) -> str:
         return f"| {label} | not run | | | | | |"
     cells = [f"{doc['datasets'][c]['weighted_f1']:.2f} / {doc['datasets'][c]['accuracy']:.2f}" for c in CORPORA]
     cells.append(f"**{doc['mean']['weighted_f1']:.2f}** / {doc['mean']['accuracy']:.2f}")
-    cells.append(f"{calibrated(doc):.2f}" if calibrated(doc) is not None else "—")
+    cal = calibrated(doc)
+    cells.append("—" if cal is None else f"{cal:.2f}")
     return f"| {label} | " + " | ".join(cells) + f" | [`{rel}`](results/{rel}) |"
 
 
