@@ -28,7 +28,7 @@ from selfemo.generator.gold import open_gold_play
 from selfemo.generator.selfplay import SelfPlay, Seed, derive_seed, index_dialogues, plan_seeds, shard_of
 from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.progress import Progress
-from selfemo.spec import Sampling, SelfEmoRun
+from selfemo.spec import Sampling, SelfEmoRun, round_spec
 from selfemo.telemetry import GeneratorMetrics
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def rollout_shard(
     ``stop_after_chunks`` ends early after committing that many new chunks
     (to exercise resumption).
     """
+    run = round_spec(run, round_)  # round 1 of a gold warm-up writes gold answers
     store = open_run_store(run)
     keys = ShardKeys(round_, index, total)
     metrics = metrics or GeneratorMetrics()

@@ -283,6 +283,13 @@ class FlywheelSpec(SpecModel):
     reward_threshold: float = Field(0.6, ge=0, description="τ: keep candidates whose total reward is at least this.")
     keep_per_prompt: int = Field(2, ge=1, description="k: keep at most this many candidates per prompt.")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="Early stopping on mean eval weighted-F1.")
+    gold_warmup: int = Field(
+        0, ge=0, le=10_000_000,
+        description="Round 1 fine-tunes on this many seeded gold recognition answers (what `selfPlay.source: gold` "
+        "with `training.algorithm: sft` runs) and the self-play rounds start from its checkpoint in round 2: the "
+        "paper's SFT warm-up on labelled data before the flywheel. Counted in `rounds`. 0: every round is a "
+        "flywheel round. Not `training.sftWarmup`, which fine-tunes each round on the flywheel's own kept samples.",
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -530,6 +537,13 @@ class SelfEmoRunSpec(SpecModel):
                 f"selfPlay.source: `gold` gives each prompt one answer and no reward spread, which only supervised "
                 f"training uses; set training.algorithm: sft (got {self.training.algorithm})"
             )
+        if self.flywheel.gold_warmup:
+            if self.self_play.source == Source.gold:
+                raise ValueError("flywheel.goldWarmup: every round already fine-tunes on gold answers "
+                                 "(selfPlay.source: gold); set goldWarmup: 0")
+            if self.flywheel.rounds < 2:
+                raise ValueError(f"flywheel.goldWarmup: round 1 is the gold warm-up, so rounds must be at least 2 "
+                                 f"for a flywheel round to follow it (got rounds: {self.flywheel.rounds})")
         if self.flywheel.keep_per_prompt > g:
             raise ValueError(f"flywheel.keepPerPrompt: {self.flywheel.keep_per_prompt} exceeds selfPlay.groupSize {g}")
         if self.training.algorithm == Algorithm.self_grpo and g < 2:
@@ -587,6 +601,26 @@ class SelfEmoRun(BaseModel):
     metadata: ObjectMeta
     spec: SelfEmoRunSpec
     status: dict[str, Any] | None = Field(None, description="Written by the operator; ignored on input.")
+
+
+def round_spec(run: SelfEmoRun, round_: int) -> SelfEmoRun:
+    """The run as the children of round `round_` act on it.
+
+    That is `run` itself, except round 1 of a run with `flywheel.goldWarmup`:
+    there the generator writes that many seeded gold recognition answers and
+    the trainer fine-tunes on them (`selfPlay.source: gold`, `training.algorithm:
+    sft`), so the flywheel's first round starts from a model that has seen
+    labels. One pure function, called by both children, keeps the warm-up in
+    the run file instead of in a second run.
+    """
+    n = run.spec.flywheel.gold_warmup
+    if round_ != 1 or not n:
+        return run
+    data = run.model_dump(by_alias=True, mode="json")
+    data["spec"]["selfPlay"].update(source=Source.gold.value, tasks=[Task.recognition.value], promptsPerRound=n)
+    data["spec"]["training"]["algorithm"] = Algorithm.sft.value
+    data["spec"]["flywheel"]["goldWarmup"] = 0
+    return SelfEmoRun.model_validate(data)
 
 
 # --------------------------------------------------------------------------- helpers

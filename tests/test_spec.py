@@ -11,7 +11,7 @@ import yaml
 from selfemo.cli import main
 from selfemo.crd import crd, crd_yaml, openapi_schema
 from selfemo.runfile import RunFileError, check_manifest, load_run, load_runs
-from selfemo.spec import SelfEmoRunSpec
+from selfemo.spec import SelfEmoRunSpec, round_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -58,6 +58,39 @@ def test_gold_source_is_the_sft_baseline_and_checks_its_partners():
         run, problems = check_manifest(doc)
         assert run is None and [p.path for p in problems] == [path], problems
         assert words in problems[0].message, problems[0].message
+
+
+def test_gold_warmup_makes_round_one_gold_sft_and_leaves_the_rest_alone():
+    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    doc["spec"]["flywheel"] = {**doc["spec"]["flywheel"], "rounds": 3, "goldWarmup": 48}
+    run, problems = check_manifest(doc)
+    assert run is not None, problems
+    warm = round_spec(run, 1)
+    assert warm.spec.self_play.source == "gold" and list(warm.spec.self_play.tasks) == ["recognition"]
+    assert warm.spec.self_play.prompts_per_round == 48 and warm.spec.training.algorithm == "sft"
+    assert run.spec.self_play.source == "model" and run.spec.training.algorithm == "self-grpo"  # the input is untouched
+    changed = {("selfPlay", "source"), ("selfPlay", "tasks"), ("selfPlay", "promptsPerRound"),
+               ("training", "algorithm"), ("flywheel", "goldWarmup")}
+    before, after = (r.spec.model_dump(by_alias=True, mode="json") for r in (run, warm))
+    differ = {(section, key) for section in before for key in (before[section] if isinstance(before[section], dict) else [])
+              if before[section][key] != after[section][key]}
+    assert differ == changed, differ
+    assert round_spec(run, 0) is run and round_spec(run, 2) is run and round_spec(run, 3) is run
+    plain, _ = check_manifest(yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text()))
+    assert plain.spec.flywheel.gold_warmup == 0 and round_spec(plain, 1) is plain
+
+
+@pytest.mark.parametrize("flywheel, self_play, training, words", [
+    ({"rounds": 1, "goldWarmup": 8}, {}, {}, "rounds must be at least 2"),
+    ({"rounds": 3, "goldWarmup": 8}, {"tasks": ["recognition"], "source": "gold", "groupSize": 1}, {"algorithm": "sft"},
+     "set goldWarmup: 0"),
+])
+def test_gold_warmup_checks_its_partners(flywheel, self_play, training, words):
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "w"},
+           "spec": {"model": {"base": "smollm2-135m-instruct"}, "flywheel": {"keepPerPrompt": 1, **flywheel},
+                    "selfPlay": self_play, "training": training}}
+    run, problems = check_manifest(doc)
+    assert run is None and len(problems) == 1 and words in problems[0].message, problems
 
 
 def test_calibrated_label_sampling_needs_label_answers():
@@ -268,8 +301,14 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     # the group-size try: 3L-dc with eight candidates per prompt and nothing else changed
     assert (_without(runs["self-emo-labels-dualclip-g8"], group_size=8)
             == _without(runs["self-emo-labels-dualclip"], group_size=4))
+    # the gold-warm-up try: 3L-dc whose round 1 is SFT on 128 gold answers, and nothing else changed
+    warm = _without(runs["self-emo-labels-dualclip-gw"])
+    assert warm["spec"]["flywheel"].pop("gold_warmup") == 128
+    plain = _without(runs["self-emo-labels-dualclip"])
+    assert plain["spec"]["flywheel"].pop("gold_warmup") == 0
+    assert warm == plain
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
-                 "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal"):  # the second seeds differ in their seeds and name only
+                 "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal", "self-emo-labels-dualclip-gw"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):

@@ -217,6 +217,31 @@ def test_sft_trains_on_a_gold_shard(tmp_path, tiny_model_dir, tokenizer, erc_dir
     assert after > before + 5.0, (before, after)
 
 
+def test_gold_warmup_round_is_gold_sft_in_a_self_play_run(tmp_path, tiny_model_dir, tokenizer, erc_dir, monkeypatch):
+    """flywheel.goldWarmup: both children of round 1 act on the gold-SFT view of a SELF-GRPO run file."""
+    from selfemo.generator import backends
+    from selfemo.generator.rollout import read_round_groups, rollout_shard
+    from selfemo.trainer.loop import train_round
+    from support.runs import quickstart_run
+
+    def no_backend(*args, **kwargs):
+        raise AssertionError("the gold warm-up round must not ask a model")
+
+    monkeypatch.setattr(backends, "open_backend", no_backend)
+    run = quickstart_run(tmp_path, erc_dir, model=str(tiny_model_dir),
+                         selfPlay={"tasks": ["recognition", "understanding", "expression"], "contextTurns": 2},
+                         flywheel={"rounds": 2, "goldWarmup": 12},
+                         training={"algorithm": "self-grpo", "learningRate": 5e-3, "checkpointEvery": 0})
+    summary = rollout_shard(run, 1, 0, 1)
+    assert summary["generation"]["source"] == "gold" and summary["groups"] == summary["kept"] == 12
+    groups = read_round_groups(run, 1)
+    assert {g["task"] for g in groups} == {"recognition"} and all(g["source"] == "gold" for g in groups)
+    trained = train_round(run, 1)
+    assert trained["algorithm"] == "sft" and trained["sft_examples"] == 12 and trained["grpo_examples"] == 0
+    after = gold_logprob(checkpoint_dir(run, tmp_path), tokenizer, groups)
+    assert after > gold_logprob(tiny_model_dir, tokenizer, groups)
+
+
 def test_grpo_raises_rewarded_completions(tmp_path, tiny_model_dir, tokenizer):
     from selfemo.trainer.loop import train_round
 

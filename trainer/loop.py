@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from selfemo.policy import open_run_store, policy_path, run_layout
-from selfemo.spec import SelfEmoRun
+from selfemo.spec import SelfEmoRun, round_spec
 from selfemo.telemetry import TrainerMetrics
 from selfemo.trainer import state as train_state
 from selfemo.trainer.batches import (Batch, Example, collate, grpo_examples, hf_tokenize, micro_batches, plan_steps,
@@ -54,6 +54,7 @@ def train_round(run: SelfEmoRun, round_: int, *, metrics: TrainerMetrics | None 
     """
     if round_ < 1:
         raise TrainerError(f"--round must be >= 1 (round 0 is the base model), got {round_}")
+    run = round_spec(run, round_)  # round 1 of a gold warm-up is supervised fine-tuning
     env = dist_env()
     device = rank_device(env, run.spec.resources.trainer.gpus_per_node)
     init_distributed(env, device)
