@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "selfemo.dev"
@@ -602,6 +602,21 @@ class SelfEmoRun(BaseModel):
     spec: SelfEmoRunSpec
     status: dict[str, Any] | None = Field(None, description="Written by the operator; ignored on input.")
 
+    @model_validator(mode="after")
+    def _warmup_view_is_valid(self) -> "SelfEmoRun":
+        """Build round 1's view now, so a warm-up the children could not run
+        fails at `selfemo validate` / `kubectl apply` instead of at round 1."""
+        if self.spec.flywheel.gold_warmup:
+            try:
+                round_spec(self, 1)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                why = first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"spec.flywheel.goldWarmup: round 1 (the gold warm-up) would run an invalid spec: "
+                                 f"{where}: {why}") from None
+        return self
+
 
 def round_spec(run: SelfEmoRun, round_: int) -> SelfEmoRun:
     """The run as the children of round `round_` act on it.
@@ -617,7 +632,10 @@ def round_spec(run: SelfEmoRun, round_: int) -> SelfEmoRun:
     if round_ != 1 or not n:
         return run
     data = run.model_dump(by_alias=True, mode="json")
-    data["spec"]["selfPlay"].update(source=Source.gold.value, tasks=[Task.recognition.value], promptsPerRound=n)
+    # intent steers only the expression task, which the warm-up does not run; a `predicted`
+    # intent would otherwise make the view invalid (it needs the understanding task)
+    data["spec"]["selfPlay"].update(source=Source.gold.value, tasks=[Task.recognition.value], promptsPerRound=n,
+                                    intent=Intent.gold.value)
     data["spec"]["training"]["algorithm"] = Algorithm.sft.value
     data["spec"]["flywheel"]["goldWarmup"] = 0
     return SelfEmoRun.model_validate(data)

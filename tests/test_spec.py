@@ -93,6 +93,43 @@ def test_gold_warmup_checks_its_partners(flywheel, self_play, training, words):
     assert run is None and len(problems) == 1 and words in problems[0].message, problems
 
 
+def test_gold_warmup_of_a_predicted_intent_run_is_valid():
+    """intent `predicted` needs the understanding task, which the warm-up view
+    drops: the view resets intent (it steers expression only) instead of failing at round 1."""
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "w"},
+           "spec": {"model": {"base": "smollm2-135m-instruct"}, "flywheel": {"rounds": 3, "goldWarmup": 8},
+                    "selfPlay": {"intent": "predicted"}}}
+    run, problems = check_manifest(doc)
+    assert run is not None, problems
+    assert round_spec(run, 1).spec.self_play.intent == "gold" and run.spec.self_play.intent == "predicted"
+
+
+def test_an_invalid_warmup_view_fails_at_submission(monkeypatch):
+    """Whatever makes round 1's view invalid is reported by `selfemo validate`,
+    naming the warm-up and the field, not first by the round-1 children."""
+    import selfemo.spec as spec
+
+    def view_without_intent_reset(run, round_):  # round_spec as it was before the intent reset
+        data = run.model_dump(by_alias=True, mode="json")
+        data["spec"]["selfPlay"].update(source="gold", tasks=["recognition"])
+        data["spec"]["training"]["algorithm"] = "sft"
+        data["spec"]["flywheel"]["goldWarmup"] = 0
+        return spec.SelfEmoRun.model_validate(data)
+
+    monkeypatch.setattr(spec, "round_spec", view_without_intent_reset)
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "w"},
+           "spec": {"model": {"base": "smollm2-135m-instruct"}, "flywheel": {"rounds": 3, "goldWarmup": 8},
+                    "selfPlay": {"intent": "predicted"}}}
+    run, problems = check_manifest(doc)
+    assert run is None and len(problems) == 1, problems
+    assert problems[0].path == "spec.flywheel.goldWarmup", problems
+    message = problems[0].message
+    assert message.startswith("round 1 (the gold warm-up) would run an invalid spec: spec.selfPlay: intent:"), message
+    assert "understanding" in message, message
+    doc["spec"]["selfPlay"] = {}  # the same view of a run without the predicted intent is valid
+    assert check_manifest(doc)[0] is not None
+
+
 def test_calibrated_label_sampling_needs_label_answers():
     base = {"model": {"base": "smollm2-135m-instruct"}}
     assert SelfEmoRunSpec.model_validate(base).self_play.label_sampling == "policy"
