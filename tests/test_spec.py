@@ -350,9 +350,15 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     gw = _without(runs["self-emo-labels-dualclip-gw"])
     assert gw["spec"]["training"].pop("kl_reference") == "base"
     assert klprev == gw
+    # two flywheel rounds after the warm-up: 3L-dc-gw-klprev with rounds 3 and nothing else changed
+    r3 = _without(runs["self-emo-labels-dualclip-gw-klprev-r3"])
+    assert r3["spec"]["flywheel"].pop("rounds") == 3
+    klprev = _without(runs["self-emo-labels-dualclip-gw-klprev"])
+    assert klprev["spec"]["flywheel"].pop("rounds") == 2
+    assert r3 == klprev
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
                  "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal", "self-emo-labels-dualclip-gw",
-                 "self-emo-labels-dualclip-gw-klprev"):  # the second seeds differ in their seeds and name only
+                 "self-emo-labels-dualclip-gw-klprev", "self-emo-labels-dualclip-gw-klprev-r3"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):
