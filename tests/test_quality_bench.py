@@ -59,3 +59,4 @@ def test_a_results_row_carries_the_file_numbers_or_says_not_run():
     assert "not run" in row("x", "x/metrics.json", None)
     assert seed_spread([19.70, 22.31]) == "21.00 ± 1.30 (half the range of 2 seeds)"
     assert seed_spread([5.0]) == "one seed"
+    assert seed_spread([]) == "not run"

@@ -145,6 +145,8 @@ def calibrated(doc: dict) -> float | None:
 
 def seed_spread(values: list[float]) -> str:
     """Mean ± half the range: with two seeds, the honest spread to quote."""
+    if not values:  # no seed's file yet: a row planned before its runs finish
+        return "not run"
     if len(values) < 2:
         return "one seed"
     half = (max(values) - min(values)) / 2
