@@ -323,11 +323,8 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     assert (_without(runs["self-emo-labels-balanced"], sampling="label-balanced")
             == _without(runs["self-emo-labels"], sampling="uniform"))
     # the dual-clip try: condition 3L with training.dualClip 3 and nothing else changed
-    dual = _without(runs["self-emo-labels-dualclip"])
-    assert dual["spec"]["training"].pop("dual_clip") == 3.0
-    plain = _without(runs["self-emo-labels"])
-    assert plain["spec"]["training"].pop("dual_clip") is None
-    assert dual == plain
+    assert (_without(runs["self-emo-labels-dualclip"], "training", dual_clip=3.0)
+            == _without(runs["self-emo-labels"], "training", dual_clip=None))
     # the three-times-budget pair: condition 2 and 3L-dc with 3x the prompts per round and nothing else changed
     assert _without(runs["sft-gold-3x"], prompts_per_round=720) == _without(runs["sft-gold"], prompts_per_round=240)
     assert (_without(runs["self-emo-labels-dualclip-3x"], prompts_per_round=96)
@@ -339,23 +336,14 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     assert (_without(runs["self-emo-labels-dualclip-g8"], group_size=8)
             == _without(runs["self-emo-labels-dualclip"], group_size=4))
     # the gold-warm-up try: 3L-dc whose round 1 is SFT on 128 gold answers, and nothing else changed
-    warm = _without(runs["self-emo-labels-dualclip-gw"])
-    assert warm["spec"]["flywheel"].pop("gold_warmup") == 128
-    plain = _without(runs["self-emo-labels-dualclip"])
-    assert plain["spec"]["flywheel"].pop("gold_warmup") == 0
-    assert warm == plain
+    assert (_without(runs["self-emo-labels-dualclip-gw"], "flywheel", gold_warmup=128)
+            == _without(runs["self-emo-labels-dualclip"], "flywheel", gold_warmup=0))
     # the warm-up's KL reference: 3L-dc-gw with training.klReference previous and nothing else changed
-    klprev = _without(runs["self-emo-labels-dualclip-gw-klprev"])
-    assert klprev["spec"]["training"].pop("kl_reference") == "previous"
-    gw = _without(runs["self-emo-labels-dualclip-gw"])
-    assert gw["spec"]["training"].pop("kl_reference") == "base"
-    assert klprev == gw
+    assert (_without(runs["self-emo-labels-dualclip-gw-klprev"], "training", kl_reference="previous")
+            == _without(runs["self-emo-labels-dualclip-gw"], "training", kl_reference="base"))
     # two flywheel rounds after the warm-up: 3L-dc-gw-klprev with rounds 3 and nothing else changed
-    r3 = _without(runs["self-emo-labels-dualclip-gw-klprev-r3"])
-    assert r3["spec"]["flywheel"].pop("rounds") == 3
-    klprev = _without(runs["self-emo-labels-dualclip-gw-klprev"])
-    assert klprev["spec"]["flywheel"].pop("rounds") == 2
-    assert r3 == klprev
+    assert (_without(runs["self-emo-labels-dualclip-gw-klprev-r3"], "flywheel", rounds=3)
+            == _without(runs["self-emo-labels-dualclip-gw-klprev"], "flywheel", rounds=2))
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
                  "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal", "self-emo-labels-dualclip-gw",
                  "self-emo-labels-dualclip-gw-klprev", "self-emo-labels-dualclip-gw-klprev-r3"):  # the second seeds differ in their seeds and name only
@@ -367,11 +355,11 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
         assert second == first, name
 
 
-def _without(run, **self_play) -> dict:
-    """The run as a dict without its name and the given selfPlay fields, after
-    checking that those fields hold the given values."""
+def _without(run, section: str = "self_play", **fields) -> dict:
+    """The run as a dict without its name and the given fields of one spec
+    section (selfPlay unless named), after checking that they hold the given values."""
     doc = run.model_dump()
     doc["metadata"].pop("name")
-    for field, value in self_play.items():
-        assert doc["spec"]["self_play"].pop(field) == value, (run.metadata.name, field)
+    for field, value in fields.items():
+        assert doc["spec"][section].pop(field) == value, (run.metadata.name, section, field)
     return doc
