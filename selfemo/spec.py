@@ -334,6 +334,11 @@ class TrainingSpec(SpecModel):
                                      "the flywheel's, or the gold answers when selfPlay.source is `gold`).")
     sft_warmup: bool = Field(True, description="Run SFT on the round's selected samples before SELF-GRPO.")
     learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="AdamW peak learning rate.")
+    grpo_learning_rate: float | None = Field(
+        None, gt=0, le=1.0,
+        description="Peak learning rate of the SELF-GRPO steps; the SFT steps before them (`sftWarmup`, a gold "
+                    "warm-up) keep `learningRate`. RL after SFT is usually run about ten times slower than the SFT, so "
+                    "one run can fine-tune at 2e-5 and reinforce at 2e-6. Unset: `learningRate` for both.")
     clip: float = Field(0.2, gt=0, le=1.0, description="PPO clip range ε of the token-level ratio.")
     dual_clip: float | None = Field(
         None, gt=1.0,
@@ -354,6 +359,13 @@ class TrainingSpec(SpecModel):
     seed: int = Field(0, ge=0, description="Seed for data order and initialisation of adapters.")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed settings for multi-rank training.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="Optional LoRA adapters.")
+
+    @model_validator(mode="after")
+    def _grpo_rate_needs_grpo(self) -> "TrainingSpec":
+        if self.grpo_learning_rate is not None and self.algorithm != Algorithm.self_grpo:
+            raise ValueError(f"grpoLearningRate is the rate of SELF-GRPO steps, and algorithm {Algorithm(self.algorithm).value} "
+                             "runs none; remove it or use learningRate")
+        return self
 
 
 # --------------------------------------------------------------------------- evaluation and engine
@@ -636,7 +648,8 @@ def round_spec(run: SelfEmoRun, round_: int) -> SelfEmoRun:
     # intent would otherwise make the view invalid (it needs the understanding task)
     data["spec"]["selfPlay"].update(source=Source.gold.value, tasks=[Task.recognition.value], promptsPerRound=n,
                                     intent=Intent.gold.value)
-    data["spec"]["training"]["algorithm"] = Algorithm.sft.value
+    # supervised only: the run's SELF-GRPO rate belongs to the flywheel rounds after it
+    data["spec"]["training"].update(algorithm=Algorithm.sft.value, grpoLearningRate=None)
     data["spec"]["flywheel"]["goldWarmup"] = 0
     return SelfEmoRun.model_validate(data)
 

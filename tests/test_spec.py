@@ -104,6 +104,23 @@ def test_gold_warmup_of_a_predicted_intent_run_is_valid():
     assert round_spec(run, 1).spec.self_play.intent == "gold" and run.spec.self_play.intent == "predicted"
 
 
+def test_grpo_learning_rate_is_for_self_grpo_steps_only():
+    doc = {"apiVersion": "selfemo.dev/v1alpha1", "kind": "SelfEmoRun", "metadata": {"name": "w"},
+           "spec": {"model": {"base": "smollm2-135m-instruct"}, "flywheel": {"rounds": 3, "goldWarmup": 8},
+                    "training": {"learningRate": 2e-5, "grpoLearningRate": 2e-6}}}
+    run, problems = check_manifest(doc)
+    assert run is not None, problems
+    # the warm-up view is supervised only, so it drops the rate (its validator would reject it: below)
+    assert round_spec(run, 1).spec.training.grpo_learning_rate is None
+    assert round_spec(run, 2).spec.training.grpo_learning_rate == 2e-6
+    doc["spec"]["flywheel"] = {"keepPerPrompt": 1}
+    doc["spec"]["selfPlay"] = {"tasks": ["recognition"], "source": "gold", "groupSize": 1}
+    doc["spec"]["training"]["algorithm"] = "sft"
+    run, problems = check_manifest(doc)
+    assert run is None and [p.path for p in problems] == ["spec.training"], problems
+    assert "grpoLearningRate" in problems[0].message and "sft" in problems[0].message, problems[0].message
+
+
 def test_an_invalid_warmup_view_fails_at_submission(monkeypatch):
     """Whatever makes round 1's view invalid is reported by `selfemo validate`,
     naming the warm-up and the field, not first by the round-1 children."""
@@ -344,9 +361,13 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     # two flywheel rounds after the warm-up: 3L-dc-gw-klprev with rounds 3 and nothing else changed
     assert (_without(runs["self-emo-labels-dualclip-gw-klprev-r3"], "flywheel", rounds=3)
             == _without(runs["self-emo-labels-dualclip-gw-klprev"], "flywheel", rounds=2))
+    # the slower SELF-GRPO: 3L-dc-gw-klprev with training.grpoLearningRate 2e-6 and nothing else changed
+    assert (_without(runs["self-emo-labels-dualclip-gw-klprev-lr"], "training", grpo_learning_rate=2e-6)
+            == _without(runs["self-emo-labels-dualclip-gw-klprev"], "training", grpo_learning_rate=None))
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
                  "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal", "self-emo-labels-dualclip-gw",
-                 "self-emo-labels-dualclip-gw-klprev", "self-emo-labels-dualclip-gw-klprev-r3"):  # the second seeds differ in their seeds and name only
+                 "self-emo-labels-dualclip-gw-klprev", "self-emo-labels-dualclip-gw-klprev-r3",
+                 "self-emo-labels-dualclip-gw-klprev-lr"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from selfemo.spec import DeepSpeedSpec, TrainingSpec
-from selfemo.trainer.batches import build_sequence, collate, grpo_examples, micro_batches, plan_steps, sft_examples
+from selfemo.trainer.batches import (build_sequence, collate, grpo_examples, lr_factors, micro_batches, plan_steps,
+                                     sft_examples)
 from selfemo.trainer.deepspeed_config import deepspeed_config
 from selfemo.trainer.dist import train_device
 
@@ -83,6 +84,16 @@ def test_plan_steps_is_deterministic_balanced_and_covers_everything():
     # 11 examples, 8 per step: the last window has 3 < 4 micro-batches and wraps around
     assert len(plan) == 2 and sum(len(mb) for rank in plan[1] for mb in rank) == 4
     assert plan_steps(0, 2, 2, 2, 0, 0, []) == []
+
+
+def test_lr_factors_warm_up_then_scale_the_grpo_steps():
+    phases = ["sft"] * 2 + ["grpo"] * 4
+    assert lr_factors(phases, 0.0, 2e-5, None) == [1.0] * 6
+    assert lr_factors(phases, 0.0, 2e-5, 2e-6) == pytest.approx([1.0, 1.0] + [0.1] * 4)
+    # int(0.5 × 6) = 3 warm-up steps, counted over the whole plan, times the GRPO scale
+    assert lr_factors(phases, 0.5, 2e-5, 2e-6) == pytest.approx([1 / 3, 2 / 3, 0.1, 0.1, 0.1, 0.1])
+    assert lr_factors(["grpo"] * 2, 0.0, 1e-6, 4e-6) == pytest.approx([4.0, 4.0])  # faster is allowed too
+    assert lr_factors([], 0.5, 1e-6, None) == []
 
 
 def test_collate_masks_completion_tokens_and_flattens_per_token_values():

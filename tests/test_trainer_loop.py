@@ -266,7 +266,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, tokeniz
 
     groups = make_groups(tokenizer)
     cfg = dict(algorithm="self-grpo", sftWarmup=True, epochs=1, checkpointEvery=2, kl=0.04, dtype="bfloat16",
-               warmupRatio=0.3)
+               warmupRatio=0.3, grpoLearningRate=1e-4)
     run_a, _ = make_run(tmp_path / "a", tiny_model_dir, **cfg)
     run_b, _ = make_run(tmp_path / "b", tiny_model_dir, **cfg)
     for run in (run_a, run_b):
@@ -282,6 +282,12 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, tiny_model_dir, tokeniz
 
     a, b = loss_curve(checkpoint_dir(run_a, tmp_path / "a")), loss_curve(checkpoint_dir(run_b, tmp_path / "b"))
     assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    # the rate each step ran at, resumed or not: the SFT steps warm up to learningRate (3 of 10 steps),
+    # the SELF-GRPO steps take grpoLearningRate
+    for ckpt in (checkpoint_dir(run_a, tmp_path / "a"), checkpoint_dir(run_b, tmp_path / "b")):
+        steps = json.loads((ckpt / "training" / "metrics.json").read_text())["steps"]
+        assert [s["phase"] for s in steps] == ["sft"] * 2 + ["grpo"] * 8
+        assert [s["lr"] for s in steps] == pytest.approx([1e-3 / 3, 2e-3 / 3] + [1e-4] * 8)
     assert not store.list("round-001/train-state/")  # removed once π_1 is committed
 
 

@@ -151,6 +151,22 @@ def plan_steps(n_examples: int, micro_batch_size: int, accumulation: int, world_
     return steps
 
 
+def lr_factors(phases: Sequence[str], warmup_ratio: float, learning_rate: float,
+               grpo_learning_rate: float | None) -> list[float]:
+    """Multiplier of `learning_rate` for each optimizer step of the plan (a LambdaLR's factors).
+
+    Linear warm-up over the first `int(warmup_ratio × steps)` steps, times
+    `grpo_learning_rate / learning_rate` on `grpo` steps: one optimizer and
+    one schedule for the round's SFT and SELF-GRPO phases, so a resumed
+    round restores both with one state, while RL can run slower than the SFT
+    before it.
+    """
+    warm = int(warmup_ratio * len(phases))
+    grpo = (grpo_learning_rate / learning_rate) if grpo_learning_rate is not None else 1.0
+    return [min(1.0, (s + 1) / warm if warm > 0 else 1.0) * (grpo if phase == "grpo" else 1.0)
+            for s, phase in enumerate(phases)]
+
+
 @dataclass
 class Batch:
     """A padded micro-batch.  input_ids, attention_mask, loss_mask: [B, T];

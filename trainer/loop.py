@@ -33,8 +33,8 @@ from selfemo.policy import open_run_store, policy_path, run_layout
 from selfemo.spec import SelfEmoRun, round_spec
 from selfemo.telemetry import TrainerMetrics
 from selfemo.trainer import state as train_state
-from selfemo.trainer.batches import (Batch, Example, collate, grpo_examples, hf_tokenize, micro_batches, plan_steps,
-                                     sft_examples)
+from selfemo.trainer.batches import (Batch, Example, collate, grpo_examples, hf_tokenize, lr_factors, micro_batches,
+                                     plan_steps, sft_examples)
 from selfemo.trainer.data import EXIT_BAD_INPUT, EXIT_NO_SIGNAL, TrainerError, load_groups
 from selfemo.trainer.dist import (DistEnv, all_gather_objects, all_reduce_max, all_reduce_sum, barrier, dist_env,
                                   init_distributed, rank_device, set_threads, shutdown)
@@ -268,8 +268,10 @@ class _Trainer:
         return deepspeed_config(self.t, self.compute, self.env.world_size)
 
     def _lr_lambda(self):
-        warm = int(self.t.warmup_ratio * len(self.plan))
-        return lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0
+        t = self.t
+        factors = lr_factors([phase for phase, _ in self.plan], t.warmup_ratio, t.learning_rate, t.grpo_learning_rate)
+        # LambdaLR asks for the factor one step past the last when it steps after the final update
+        return lambda s: factors[min(s, len(factors) - 1)] if factors else 1.0
 
     def _build_optimizer(self) -> None:
         t = self.t
