@@ -364,10 +364,13 @@ def test_quality_conditions_validate_and_are_measured_against_one_baseline():
     # the slower SELF-GRPO: 3L-dc-gw-klprev with training.grpoLearningRate 2e-6 and nothing else changed
     assert (_without(runs["self-emo-labels-dualclip-gw-klprev-lr"], "training", grpo_learning_rate=2e-6)
             == _without(runs["self-emo-labels-dualclip-gw-klprev"], "training", grpo_learning_rate=None))
+    # and without the flywheel rounds' SFT on their kept answers: 3L-dc-gw-klprev-lr with sftWarmup false
+    assert (_without(runs["self-emo-labels-dc-gw-klprev-lr-nosft"], "training", sft_warmup=False)
+            == _without(runs["self-emo-labels-dualclip-gw-klprev-lr"], "training", sft_warmup=True))
     for name in ("sft-gold", "self-emo", "self-emo-labels", "self-emo-labels-dualclip", "sft-gold-3x", "self-emo-labels-dualclip-3x",
                  "self-emo-labels-dualclip-g8", "self-emo-labels-dualclip-cal", "self-emo-labels-dualclip-gw",
                  "self-emo-labels-dualclip-gw-klprev", "self-emo-labels-dualclip-gw-klprev-r3",
-                 "self-emo-labels-dualclip-gw-klprev-lr"):  # the second seeds differ in their seeds and name only
+                 "self-emo-labels-dualclip-gw-klprev-lr", "self-emo-labels-dc-gw-klprev-lr-nosft"):  # the second seeds differ in their seeds and name only
         first, second = runs[name].model_dump(), runs[f"{name}-s1"].model_dump()
         assert (second["metadata"]["name"], second["spec"]["self_play"]["seed"], second["spec"]["training"]["seed"]) == (f"{name}-s1", 1, 1)
         for doc, seed in ((first, 0), (second, 1)):
