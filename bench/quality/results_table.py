@@ -75,6 +75,13 @@ ROWS = [
     ("3L-dc-gw-klprev-r3. the same with a second flywheel round (`flywheel.rounds: 3`), seed 0, round 3 (final; "
      "rounds 1-2 are 3L-dc-gw-klprev's, copied)", "self-emo-labels-dualclip-gw-klprev-r3/metrics/round-003.json"),
     ("3L-dc-gw-klprev-r3. the same, seed 1, round 3 (final)", "self-emo-labels-dualclip-gw-klprev-r3-s1/metrics/round-003.json"),
+    ("3L-dc-gw-klprev-lr. 3L-dc-gw-klprev with SELF-GRPO at 2e-6 (`training.grpoLearningRate`), seed 0, round 2 (final; "
+     "round 1 is 3L-dc-gw's, copied)", "self-emo-labels-dualclip-gw-klprev-lr/metrics/round-002.json"),
+    ("3L-dc-gw-klprev-lr. the same, seed 1, round 2 (final)", "self-emo-labels-dualclip-gw-klprev-lr-s1/metrics/round-002.json"),
+    ("3L-dc-gw-klprev-lr-nosft. the same without the flywheel round's SFT on its kept answers (`training.sftWarmup: "
+     "false`), seed 0, round 2 (final; round 1 copied)", "self-emo-labels-dc-gw-klprev-lr-nosft/metrics/round-002.json"),
+    ("3L-dc-gw-klprev-lr-nosft. the same, seed 1, round 2 (final)",
+     "self-emo-labels-dc-gw-klprev-lr-nosft-s1/metrics/round-002.json"),
     ("3L-bal. SELF-EMO with label answers, label-balanced self-play prompts, seed 0, round 1 (stopped there)",
      "self-emo-labels-balanced/metrics/round-001.json"),
     ("4. SELF-EMO with recognition only, seed 0, round 1", "recognition-only/metrics/round-001.json"),
@@ -107,6 +114,12 @@ SEEDS = [
     ("3L-dc-gw-klprev-r3. the same with a second flywheel round, final round (round 3), mean of seeds",
      ["self-emo-labels-dualclip-gw-klprev-r3/metrics/round-003.json",
       "self-emo-labels-dualclip-gw-klprev-r3-s1/metrics/round-003.json"]),
+    ("3L-dc-gw-klprev-lr. the same with SELF-GRPO at 2e-6, final round (round 2), mean of seeds",
+     ["self-emo-labels-dualclip-gw-klprev-lr/metrics/round-002.json",
+      "self-emo-labels-dualclip-gw-klprev-lr-s1/metrics/round-002.json"]),
+    ("3L-dc-gw-klprev-lr-nosft. the same without the round's SFT on its kept answers, final round (round 2), mean of seeds",
+     ["self-emo-labels-dc-gw-klprev-lr-nosft/metrics/round-002.json",
+      "self-emo-labels-dc-gw-klprev-lr-nosft-s1/metrics/round-002.json"]),
     ("2-3x. SFT at three times the budget, mean of seeds", ["sft-gold-3x/metrics/round-001.json", "sft-gold-3x-s1/metrics/round-001.json"]),
     ("3L-dc-3x. SELF-EMO (3L-dc) at three times the budget, final round, mean of seeds",
      ["self-emo-labels-dualclip-3x/metrics/round-002.json", "self-emo-labels-dualclip-3x-s1/metrics/round-002.json"]),
