@@ -445,7 +445,8 @@ def test_two_zero3_ranks_grpo_with_kl_to_the_base_model_like_one_process(tmp_pat
     KL, clip fraction and loss of every step."""
     from selfemo.trainer.loop import train_round
 
-    grpo = dict(algorithm="self-grpo", epochs=1, kl=0.1, klReference="base", learningRate=1e-3, dtype="float32")
+    grpo = dict(algorithm="self-grpo", epochs=1, kl=0.1, klReference="base", learningRate=2e-3, grpoLearningRate=1e-3,
+                dtype="float32")
     groups = make_groups(tokenizer)
     one, _ = make_run(tmp_path / "one", tiny_model_dir, microBatchSize=4, **grpo)
     commit_checkpoint(one, one_process_sft, 1)
@@ -461,6 +462,7 @@ def test_two_zero3_ranks_grpo_with_kl_to_the_base_model_like_one_process(tmp_pat
     got = json.loads((checkpoint_dir(run, tmp_path / "ds", 2) / "training" / "metrics.json").read_text())["steps"]
     want = json.loads((checkpoint_dir(one, tmp_path / "one", 2) / "training" / "metrics.json").read_text())["steps"]
     assert got[0]["kl"] > 1e-3  # π₁ is not π₀
+    assert [s["lr"] for s in got] == [s["lr"] for s in want] == pytest.approx([1e-3] * 8)  # DeepSpeed steps our schedule
     assert got[0]["kl"] == pytest.approx(want[0]["kl"], rel=1e-4)
     for key in ("kl", "clip_fraction", "loss"):
         assert [s[key] for s in got] == pytest.approx([s[key] for s in want], rel=2e-2, abs=1e-4), key
